@@ -1,0 +1,189 @@
+//! Finds where a key path (`space.lr.float`) sits in a YAML document, so that errors
+//! found after parsing still point at a line and column.
+
+use yaml_rust2::parser::{Event, Parser};
+
+/// One step of a path into a YAML document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+impl From<&str> for PathStep {
+    fn from(s: &str) -> Self {
+        PathStep::Key(s.to_owned())
+    }
+}
+
+impl From<usize> for PathStep {
+    fn from(i: usize) -> Self {
+        PathStep::Index(i)
+    }
+}
+
+/// The dotted form of a path, for messages: `space.lr.float[1]`.
+pub fn display_path(path: &[PathStep]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            PathStep::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            PathStep::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+enum Node {
+    Scalar,
+    Seq(Vec<Located>),
+    Map(Vec<(String, (usize, usize), Located)>),
+}
+
+#[derive(Debug)]
+struct Located {
+    at: (usize, usize),
+    node: Node,
+}
+
+/// The 1-based line and column of the node at `path`: the deepest step found is used
+/// when the path goes further than the document (a missing key points at its parent).
+/// Keys are located at the key itself. `None` when the document does not parse.
+pub fn locate(source: &str, path: &[PathStep]) -> Option<(usize, usize)> {
+    let mut parser = Parser::new_from_str(source);
+    let mut events = Vec::new();
+    loop {
+        let (ev, mark) = parser.next_token().ok()?;
+        let end = matches!(ev, Event::StreamEnd);
+        events.push((ev, (mark.line(), mark.col() + 1)));
+        if end {
+            break;
+        }
+    }
+    let mut pos = 0;
+    // Skip to the first node of the first document.
+    while pos < events.len()
+        && matches!(
+            events[pos].0,
+            Event::StreamStart | Event::DocumentStart | Event::Nothing
+        )
+    {
+        pos += 1;
+    }
+    let root = build(&events, &mut pos)?;
+    let mut current = &root;
+    let mut at = root.at;
+    for step in path {
+        match (&current.node, step) {
+            (Node::Map(entries), PathStep::Key(k)) => {
+                match entries.iter().find(|(key, _, _)| key == k) {
+                    Some((_, key_at, value)) => {
+                        at = *key_at;
+                        current = value;
+                    }
+                    None => return Some(at),
+                }
+            }
+            (Node::Seq(items), PathStep::Index(i)) => match items.get(*i) {
+                Some(item) => {
+                    at = item.at;
+                    current = item;
+                }
+                None => return Some(at),
+            },
+            _ => return Some(at),
+        }
+    }
+    Some(at)
+}
+
+fn build(events: &[(Event, (usize, usize))], pos: &mut usize) -> Option<Located> {
+    let (ev, at) = events.get(*pos)?;
+    let at = *at;
+    *pos += 1;
+    match ev {
+        Event::Scalar(..) | Event::Alias(_) => Some(Located {
+            at,
+            node: Node::Scalar,
+        }),
+        Event::SequenceStart(..) => {
+            let mut items = Vec::new();
+            while !matches!(events.get(*pos)?.0, Event::SequenceEnd) {
+                items.push(build(events, pos)?);
+            }
+            *pos += 1;
+            Some(Located {
+                at,
+                node: Node::Seq(items),
+            })
+        }
+        Event::MappingStart(..) => {
+            let mut entries = Vec::new();
+            while !matches!(events.get(*pos)?.0, Event::MappingEnd) {
+                let (key_ev, key_at) = &events[*pos];
+                let key = match key_ev {
+                    Event::Scalar(s, ..) => s.clone(),
+                    _ => String::new(),
+                };
+                let key_at = *key_at;
+                let _ = build(events, pos)?;
+                let value = build(events, pos)?;
+                entries.push((key, key_at, value));
+            }
+            *pos += 1;
+            Some(Located {
+                at,
+                node: Node::Map(entries),
+            })
+        }
+        _ => Some(Located {
+            at,
+            node: Node::Scalar,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str =
+        "version: 1\nspace:\n  lr: { float: [0.1, 0.01] }\n  depth:\n    choice: [1, 2]\n";
+
+    #[test]
+    fn finds_block_and_flow_keys() {
+        assert_eq!(locate(DOC, &["space".into(), "lr".into()]), Some((3, 3)));
+        assert_eq!(
+            locate(DOC, &["space".into(), "lr".into(), "float".into()]),
+            Some((3, 9))
+        );
+        assert_eq!(
+            locate(
+                DOC,
+                &["space".into(), "lr".into(), "float".into(), 1.into()]
+            ),
+            Some((3, 22))
+        );
+        assert_eq!(
+            locate(DOC, &["space".into(), "depth".into(), "choice".into()]),
+            Some((5, 5))
+        );
+    }
+
+    #[test]
+    fn missing_key_points_at_parent() {
+        assert_eq!(locate(DOC, &["space".into(), "nope".into()]), Some((2, 1)));
+        assert_eq!(
+            display_path(&["space".into(), "lr".into(), 1.into()]),
+            "space.lr[1]"
+        );
+    }
+}

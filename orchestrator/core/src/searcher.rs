@@ -1,0 +1,174 @@
+//! Searchers decide *what* to try: one [`Searcher`] trait for every sweep kind.
+//!
+//! A searcher is a pure state machine: [`Searcher::ask`] returns the next trial (or says
+//! to wait, or that it is done), [`Searcher::tell`] feeds back an outcome. It does no
+//! I/O. After a crash the coordinator rebuilds a searcher by replaying the recorded
+//! trials with [`Searcher::replay`]: a rebuilt searcher asks for exactly the trials an
+//! uninterrupted one would have.
+
+use crate::rng::{Rng, derive_seed};
+use crate::space::SearchSpace;
+use crate::spec::{SweepKind, SweepSpec};
+use crate::trial::{TrialId, TrialOutcome, TrialRequest};
+
+/// The answer to [`Searcher::ask`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ask {
+    /// Run this trial.
+    Trial(TrialRequest),
+    /// Nothing now; ask again after the next outcome.
+    Wait,
+    /// Every trial has been handed out.
+    Done,
+}
+
+/// Errors rebuilding a searcher from recorded trials.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplayError {
+    /// A recorded trial is not the one this searcher would have asked for: the sweep file
+    /// or the seed changed since the trials were recorded.
+    #[error(
+        "recorded trial {trial_id} differs from what the searcher asks now; the sweep or its seed changed"
+    )]
+    Diverged {
+        /// The first trial that differs.
+        trial_id: TrialId,
+    },
+}
+
+/// Decides which trials to run. See the module docs for the contract.
+pub trait Searcher: Send {
+    /// The next trial, if one is ready.
+    fn ask(&mut self) -> Ask;
+
+    /// An outcome of a trial this searcher asked for.
+    fn tell(&mut self, outcome: &TrialOutcome);
+
+    /// Trials asked for so far.
+    fn issued(&self) -> u64;
+
+    /// Rebuilds the state after a restart from the trials recorded before it (in the order
+    /// they were asked for) and the outcomes recorded for them.
+    fn replay(
+        &mut self,
+        issued: &[TrialRequest],
+        outcomes: &[TrialOutcome],
+    ) -> Result<(), ReplayError> {
+        for recorded in issued {
+            match self.ask() {
+                Ask::Trial(t) if t == *recorded => {}
+                _ => {
+                    return Err(ReplayError::Diverged {
+                        trial_id: recorded.trial_id,
+                    });
+                }
+            }
+        }
+        for o in outcomes {
+            self.tell(o);
+        }
+        Ok(())
+    }
+}
+
+/// Builds the searcher of a sweep. The spec's seed must be set.
+pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
+    let seed = spec.seed.unwrap_or(0);
+    match spec.kind {
+        SweepKind::Grid => Box::new(GridSearcher::new(spec.space.clone(), spec.trials, seed)),
+        _ => Box::new(RandomSearcher::new(spec.space.clone(), spec.trials, seed)),
+    }
+}
+
+/// Every point of the space's grid, in mixed-radix order.
+///
+/// Properties: each grid point is asked for at most once; `trials` ≤ grid size points are
+/// asked for; the order depends only on the space, so the same file gives the same trials.
+#[derive(Debug, Clone)]
+pub struct GridSearcher {
+    space: SearchSpace,
+    trials: u64,
+    seed: u64,
+    next: u64,
+}
+
+impl GridSearcher {
+    /// A grid searcher over `space` asking for `trials` points.
+    pub fn new(space: SearchSpace, trials: u64, seed: u64) -> Self {
+        let trials = trials.min(space.grid_size());
+        Self {
+            space,
+            trials,
+            seed,
+            next: 0,
+        }
+    }
+}
+
+impl Searcher for GridSearcher {
+    fn ask(&mut self) -> Ask {
+        if self.next >= self.trials {
+            return Ask::Done;
+        }
+        let trial_id = self.next;
+        self.next += 1;
+        Ask::Trial(TrialRequest {
+            trial_id,
+            params: self.space.grid_point(trial_id),
+            seed: derive_seed(self.seed, trial_id),
+        })
+    }
+
+    fn tell(&mut self, _outcome: &TrialOutcome) {}
+
+    fn issued(&self) -> u64 {
+        self.next
+    }
+}
+
+/// Independent draws from the space (Bergstra & Bengio, 2012).
+///
+/// Properties: trial *i*'s hyperparameters depend only on the sweep seed and *i*, so the
+/// same seed gives the same trials in any order of completion, and a restarted sweep
+/// continues the same sequence.
+#[derive(Debug, Clone)]
+pub struct RandomSearcher {
+    space: SearchSpace,
+    trials: u64,
+    seed: u64,
+    next: u64,
+}
+
+impl RandomSearcher {
+    /// A random searcher over `space` asking for `trials` draws.
+    pub fn new(space: SearchSpace, trials: u64, seed: u64) -> Self {
+        Self {
+            space,
+            trials,
+            seed,
+            next: 0,
+        }
+    }
+}
+
+impl Searcher for RandomSearcher {
+    fn ask(&mut self) -> Ask {
+        if self.next >= self.trials {
+            return Ask::Done;
+        }
+        let trial_id = self.next;
+        self.next += 1;
+        let mut rng = Rng::new(derive_seed(self.seed ^ 0x7E55_E7A0, trial_id));
+        Ask::Trial(TrialRequest {
+            trial_id,
+            params: self.space.sample(&mut rng),
+            seed: derive_seed(self.seed, trial_id),
+        })
+    }
+
+    fn tell(&mut self, _outcome: &TrialOutcome) {}
+
+    fn issued(&self) -> u64 {
+        self.next
+    }
+}

@@ -1,0 +1,94 @@
+//! What a trial is, what it reports and how it ends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::space::Params;
+
+/// A trial's number within its sweep: 0, 1, 2, … in the order the searcher asked for them.
+pub type TrialId = u64;
+
+/// A trial the searcher wants run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRequest {
+    /// The trial's number.
+    pub trial_id: TrialId,
+    /// Its hyperparameters (fixed ones included).
+    pub params: Params,
+    /// Its seed: model initialisation, data order and dropout derive from it. Every
+    /// attempt of the trial uses the same seed.
+    pub seed: u64,
+}
+
+/// One attempt of a trial, as sent to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialAssignment {
+    /// The trial.
+    pub request: TrialRequest,
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub attempt: u32,
+    /// The program to run.
+    pub program: String,
+    /// The dataset, resolved to a path the worker can read.
+    pub dataset: Option<DatasetRef>,
+}
+
+/// A dataset as a worker sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    /// Absolute or working-directory-relative path.
+    pub path: String,
+    /// Share of rows held out for validation.
+    pub validation_fraction: f64,
+    /// Seed of the split.
+    pub split_seed: u64,
+}
+
+/// Metric values a trial reports at one step (an epoch, usually).
+pub type MetricValues = BTreeMap<String, f64>;
+
+/// What a scheduler tells a running trial after a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// Keep training.
+    Continue,
+    /// Stop now; the trial is recorded as stopped early with what it reported so far.
+    Stop,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialStatus {
+    /// Ran to the end.
+    Finished,
+    /// Stopped by the early-stopping rule.
+    Stopped,
+    /// Errored or panicked on its last allowed attempt.
+    Failed,
+}
+
+impl TrialStatus {
+    /// The status as written in the results tables.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrialStatus::Finished => "finished",
+            TrialStatus::Stopped => "stopped",
+            TrialStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What the searcher learns when a trial ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialOutcome {
+    /// The trial.
+    pub trial_id: TrialId,
+    /// How it ended.
+    pub status: TrialStatus,
+    /// The objective's last reported value (`None` if never reported).
+    pub objective: Option<f64>,
+    /// Steps reported.
+    pub steps: u64,
+}
