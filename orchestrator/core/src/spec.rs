@@ -657,6 +657,16 @@ impl RawSweep {
             ));
         }
 
+        if let Some(r) = &self.results {
+            if r.contains("://") {
+                return Err(Problem::new(
+                    &["results"],
+                    format!("results location `{r}` is not a local directory"),
+                    "this build writes results to local directories only; use a path such as `runs/`",
+                ));
+            }
+        }
+
         Ok(SweepSpec {
             name: self.name,
             kind: self.kind,

@@ -1,0 +1,615 @@
+//! The sweep actor: owns one sweep's searcher, early-stopping rule and journal.
+//!
+//! Every state change is journaled before it is acted on: a trial is `Issued` before it
+//! is queued, `Finished` before it is handed to the writer and told to the searcher, and
+//! `Flushed` once its Parquet part is visible. On restart, [`SweepCore::restore`]
+//! rebuilds the same state from the journal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tessera_core::searcher::{Ask, Searcher};
+use tessera_core::stopping::EarlyStopper;
+use tessera_core::trial::{
+    DatasetRef, MetricValues, TrialAssignment, TrialId, TrialOutcome, TrialRequest, TrialStatus,
+};
+use tessera_core::{Decision, SweepSpec};
+use tokio::sync::{oneshot, watch};
+
+use super::now_ms;
+use super::scheduler::SchedulerMsg;
+use super::writer::WriterMsg;
+use crate::journal::{Journal, JournalState, Record};
+use crate::store::{MetricRow, TrialRow};
+
+/// Messages the sweep actor handles.
+pub enum SweepMsg {
+    /// A running trial's metrics at `step`; the reply is the early-stopping decision.
+    Report {
+        /// Trial.
+        trial_id: TrialId,
+        /// Attempt.
+        attempt: u32,
+        /// Step.
+        step: u64,
+        /// Values.
+        metrics: MetricValues,
+        /// Where the decision goes.
+        reply: RpcReplyPort<Decision>,
+    },
+    /// An attempt ended (well, stopped or with an error).
+    AttemptEnded {
+        /// Trial.
+        trial_id: TrialId,
+        /// Attempt.
+        attempt: u32,
+        /// Worker that ran it.
+        worker: String,
+        /// When it started.
+        started_at_ms: i64,
+        /// `Err` carries the error or panic message.
+        result: Result<(), String>,
+    },
+    /// The writer made a part visible.
+    Flushed {
+        /// Part number.
+        part: u64,
+        /// Trials in it.
+        trial_ids: Vec<TrialId>,
+    },
+    /// The writer could not write; the sweep stops (the journal keeps everything).
+    WriterFailed(String),
+}
+
+/// What a progress display shows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Progress {
+    /// Trials in the budget.
+    pub total: u64,
+    /// Trials that ran to the end.
+    pub finished: u64,
+    /// Trials stopped early.
+    pub stopped: u64,
+    /// Trials failed for good.
+    pub failed: u64,
+    /// Attempts running or queued.
+    pub running: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// Best objective so far and its trial.
+    pub best: Option<(TrialId, f64)>,
+    /// Trials this process finished (for the rate; excludes those replayed).
+    pub finished_here: u64,
+}
+
+impl Progress {
+    /// Trials done in any way.
+    pub fn done(&self) -> u64 {
+        self.finished + self.stopped + self.failed
+    }
+}
+
+/// How a sweep run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepResult {
+    /// Final counts.
+    pub progress: Progress,
+    /// Steps trained over all trials and attempts recorded (a measure of total work).
+    pub total_steps: u64,
+}
+
+struct Running {
+    request: TrialRequest,
+    attempt: u32,
+    metrics: Vec<MetricRow>,
+    last: MetricValues,
+    steps: u64,
+    stop_sent: bool,
+}
+
+/// The sweep's logic, without the actor: tests drive it directly.
+pub struct SweepCore {
+    spec: SweepSpec,
+    dataset: Option<DatasetRef>,
+    seed: u64,
+    journal: Journal,
+    searcher: Box<dyn Searcher>,
+    stopper: Box<dyn EarlyStopper>,
+    running: BTreeMap<TrialId, Running>,
+    unflushed: BTreeSet<TrialId>,
+    flush_requested: bool,
+    exhausted: bool,
+    max_concurrent: u64,
+    progress: Progress,
+    total_steps: u64,
+    completed: bool,
+}
+
+/// What the actor must do after the core handled a message.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Attempts to queue.
+    pub submit: Vec<TrialAssignment>,
+    /// Finished trials for the writer.
+    pub record: Vec<(TrialRow, Vec<MetricRow>)>,
+    /// Ask the writer to flush now.
+    pub flush: bool,
+    /// The sweep is complete.
+    pub complete: bool,
+}
+
+/// Errors of the sweep logic.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The journal could not be written or read.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The journal belongs to another sweep.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+fn spec_hash(spec: &SweepSpec) -> String {
+    // Seed and concurrency may differ on resume (the seed is journaled, concurrency
+    // changes no trial); everything else must match.
+    let mut s = spec.clone();
+    s.seed = None;
+    s.concurrent = None;
+    let text = serde_json::to_string(&s).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+impl SweepCore {
+    /// Builds the sweep state, replaying `state` (read from `journal`) if it has any.
+    /// `seed` is used when the journal has none yet. Returns the core and the work that
+    /// replay left to do.
+    pub fn restore(
+        spec: SweepSpec,
+        dataset: Option<DatasetRef>,
+        seed: u64,
+        mut journal: Journal,
+        state: JournalState,
+        max_concurrent: u64,
+    ) -> Result<(Self, Effects), SweepError> {
+        let hash = spec_hash(&spec);
+        let seed = match &state.started {
+            Some((h, s)) if *h == hash => *s,
+            Some(_) => {
+                return Err(SweepError::Mismatch(
+                    "the sweep file changed since this run started; resume it with the file it started with, or start a new run with another --out".into(),
+                ));
+            }
+            None => {
+                journal.append(&Record::Started {
+                    version: crate::journal::JOURNAL_VERSION,
+                    spec_hash: hash,
+                    seed,
+                    at_ms: now_ms(),
+                })?;
+                seed
+            }
+        };
+        let mut spec = spec;
+        spec.seed = Some(seed);
+        let mut searcher = tessera_core::searcher_for(&spec);
+        let outcomes: Vec<TrialOutcome> = state
+            .finished
+            .values()
+            .map(|(row, _)| TrialOutcome {
+                trial_id: row.trial_id,
+                status: match row.status.as_str() {
+                    "finished" => TrialStatus::Finished,
+                    "stopped" => TrialStatus::Stopped,
+                    _ => TrialStatus::Failed,
+                },
+                objective: row.objective,
+                steps: row.steps,
+            })
+            .collect();
+        searcher.replay(&state.issued, &outcomes).map_err(|e| {
+            SweepError::Mismatch(format!("{e}; start a new run with another --out"))
+        })?;
+        let mut stopper = tessera_core::stopping::stopper_for(spec.early_stopping.as_ref());
+        for (trial_id, step, metrics) in &state.milestones {
+            stopper.on_report(*trial_id, *step, metrics);
+        }
+        let mut progress = Progress {
+            total: spec.trials,
+            ..Progress::default()
+        };
+        let mut total_steps = 0;
+        for (row, _) in state.finished.values() {
+            count(&mut progress, row, spec.objective.goal);
+            total_steps += row.steps;
+        }
+        progress.retries = state.retries.values().map(|r| u64::from(*r)).sum();
+        let mut core = SweepCore {
+            spec,
+            dataset,
+            seed,
+            journal,
+            searcher,
+            stopper,
+            running: BTreeMap::new(),
+            unflushed: BTreeSet::new(),
+            flush_requested: false,
+            exhausted: false,
+            max_concurrent: max_concurrent.max(1),
+            progress,
+            total_steps,
+            completed: state.completed,
+        };
+        let mut fx = Effects::default();
+        // Finished but not yet in a visible part: write them again.
+        for (id, (row, metrics)) in &state.finished {
+            if !state.flushed_trials.contains(id) {
+                core.unflushed.insert(*id);
+                fx.record.push((row.clone(), metrics.clone()));
+            }
+        }
+        // Issued but never finished: run again (a crash is not a failed attempt).
+        for request in &state.issued {
+            if !state.finished.contains_key(&request.trial_id) {
+                let attempt = state.retries.get(&request.trial_id).copied().unwrap_or(0) + 1;
+                fx.submit.push(core.start(request.clone(), attempt));
+            }
+        }
+        core.fill(&mut fx)?;
+        core.check_done(&mut fx)?;
+        Ok((core, fx))
+    }
+
+    /// The seed in force.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Current counts.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// The result so far.
+    pub fn result(&self) -> SweepResult {
+        SweepResult {
+            progress: self.progress.clone(),
+            total_steps: self.total_steps,
+        }
+    }
+
+    fn start(&mut self, request: TrialRequest, attempt: u32) -> TrialAssignment {
+        self.running.insert(
+            request.trial_id,
+            Running {
+                request: request.clone(),
+                attempt,
+                metrics: Vec::new(),
+                last: MetricValues::new(),
+                steps: 0,
+                stop_sent: false,
+            },
+        );
+        self.progress.running = self.running.len() as u64;
+        TrialAssignment {
+            request,
+            attempt,
+            program: self.spec.program.clone(),
+            dataset: self.dataset.clone(),
+        }
+    }
+
+    /// Asks the searcher for trials until the concurrency limit is reached.
+    fn fill(&mut self, fx: &mut Effects) -> Result<(), SweepError> {
+        while !self.exhausted && (self.running.len() as u64) < self.max_concurrent {
+            match self.searcher.ask() {
+                Ask::Trial(request) => {
+                    self.journal.append(&Record::Issued {
+                        request: request.clone(),
+                    })?;
+                    crate::fault::point("after_issued");
+                    fx.submit.push(self.start(request, 1));
+                }
+                Ask::Wait => break,
+                Ask::Done => self.exhausted = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn check_done(&mut self, fx: &mut Effects) -> Result<(), SweepError> {
+        if !self.exhausted || !self.running.is_empty() {
+            return Ok(());
+        }
+        if !self.unflushed.is_empty() || !fx.record.is_empty() {
+            if !self.flush_requested {
+                self.flush_requested = true;
+                fx.flush = true;
+            }
+            return Ok(());
+        }
+        if !self.completed {
+            self.journal
+                .append(&Record::Completed { at_ms: now_ms() })?;
+            self.completed = true;
+        }
+        self.journal.sync()?;
+        fx.complete = true;
+        Ok(())
+    }
+
+    /// A report from a running attempt; returns the decision.
+    pub fn report(
+        &mut self,
+        trial_id: TrialId,
+        attempt: u32,
+        step: u64,
+        metrics: MetricValues,
+    ) -> Result<Decision, SweepError> {
+        let Some(r) = self.running.get_mut(&trial_id) else {
+            return Ok(Decision::Stop); // a late report of a trial already ended
+        };
+        if r.attempt != attempt {
+            return Ok(Decision::Stop);
+        }
+        let at_ms = now_ms();
+        for (name, value) in &metrics {
+            r.metrics.push(MetricRow {
+                trial_id,
+                attempt,
+                step,
+                name: name.clone(),
+                value: *value,
+                at_ms,
+            });
+        }
+        r.steps = r.steps.max(step);
+        r.last = metrics.clone();
+        if self.stopper.is_milestone(step) {
+            self.journal.append(&Record::Milestone {
+                trial_id,
+                step,
+                metrics: metrics.clone(),
+            })?;
+        }
+        let decision = self.stopper.on_report(trial_id, step, &metrics);
+        if decision == Decision::Stop {
+            r.stop_sent = true;
+        }
+        Ok(decision)
+    }
+
+    /// An attempt ended.
+    pub fn attempt_ended(
+        &mut self,
+        trial_id: TrialId,
+        attempt: u32,
+        worker: String,
+        started_at_ms: i64,
+        result: Result<(), String>,
+    ) -> Result<Effects, SweepError> {
+        let mut fx = Effects::default();
+        match self.running.get(&trial_id) {
+            Some(r) if r.attempt == attempt => {}
+            _ => return Ok(fx), // stale: not recorded twice
+        }
+        let r = self
+            .running
+            .remove(&trial_id)
+            .unwrap_or_else(|| unreachable!());
+        let (status, error) = match &result {
+            Ok(()) if r.stop_sent => (TrialStatus::Stopped, None),
+            Ok(()) => (TrialStatus::Finished, None),
+            Err(e) if attempt < self.spec.max_attempts => {
+                self.journal.append(&Record::Retry {
+                    trial_id,
+                    attempt,
+                    error: e.clone(),
+                })?;
+                self.progress.retries += 1;
+                tracing::warn!(trial_id, attempt, error = %e, "trial attempt failed; retrying");
+                fx.submit.push(self.start(r.request, attempt + 1));
+                return Ok(fx);
+            }
+            Err(e) => (TrialStatus::Failed, Some(e.clone())),
+        };
+        if let Some(e) = &error {
+            tracing::warn!(trial_id, attempt, error = %e, "trial failed");
+        }
+        let row = TrialRow {
+            trial_id,
+            status: status.as_str().to_owned(),
+            attempt,
+            worker,
+            seed: r.request.seed,
+            started_at_ms,
+            finished_at_ms: now_ms(),
+            steps: r.steps,
+            objective: r.last.get(&self.spec.objective.metric).copied(),
+            error,
+            params: r.request.params.clone(),
+        };
+        self.journal.append(&Record::Finished {
+            row: row.clone(),
+            metrics: r.metrics.clone(),
+        })?;
+        crate::fault::point("after_finished");
+        count(&mut self.progress, &row, self.spec.objective.goal);
+        self.progress.finished_here += 1;
+        self.total_steps += row.steps;
+        self.searcher.tell(&TrialOutcome {
+            trial_id,
+            status,
+            objective: row.objective,
+            steps: row.steps,
+        });
+        self.unflushed.insert(trial_id);
+        fx.record.push((row, r.metrics));
+        self.fill(&mut fx)?;
+        self.progress.running = self.running.len() as u64;
+        self.check_done(&mut fx)?;
+        Ok(fx)
+    }
+
+    /// The writer made a part visible.
+    pub fn flushed(&mut self, part: u64, trial_ids: Vec<TrialId>) -> Result<Effects, SweepError> {
+        crate::fault::point("before_journal_flushed");
+        for id in &trial_ids {
+            self.unflushed.remove(id);
+        }
+        self.journal.append(&Record::Flushed { part, trial_ids })?;
+        self.journal.sync()?;
+        self.flush_requested = false;
+        let mut fx = Effects::default();
+        self.check_done(&mut fx)?;
+        Ok(fx)
+    }
+}
+
+fn count(p: &mut Progress, row: &TrialRow, goal: tessera_core::spec::Goal) {
+    match row.status.as_str() {
+        "finished" => p.finished += 1,
+        "stopped" => p.stopped += 1,
+        _ => p.failed += 1,
+    }
+    if let Some(v) = row.objective.filter(|v| v.is_finite()) {
+        if p.best.is_none_or(|(_, b)| goal.better(v, b)) {
+            p.best = Some((row.trial_id, v));
+        }
+    }
+}
+
+/// The sweep actor.
+pub struct SweepActor;
+
+/// Arguments: the restored core and its pending effects, the other actors, and where
+/// progress and the final result go.
+pub struct SweepArgs {
+    /// The restored core.
+    pub core: SweepCore,
+    /// Work left by replay.
+    pub pending: Effects,
+    /// The scheduler.
+    pub scheduler: ActorRef<SchedulerMsg>,
+    /// The writer.
+    pub writer: ActorRef<WriterMsg>,
+    /// Progress updates.
+    pub progress: watch::Sender<Progress>,
+    /// The final result.
+    pub done: oneshot::Sender<Result<SweepResult, String>>,
+}
+
+/// The sweep actor's state.
+pub struct SweepState {
+    core: SweepCore,
+    scheduler: ActorRef<SchedulerMsg>,
+    writer: ActorRef<WriterMsg>,
+    progress: watch::Sender<Progress>,
+    done: Option<oneshot::Sender<Result<SweepResult, String>>>,
+    started: Instant,
+}
+
+impl SweepState {
+    fn apply(&mut self, myself: &ActorRef<SweepMsg>, fx: Effects) {
+        for (row, metrics) in fx.record {
+            let _ = self.writer.cast(WriterMsg::Record { row, metrics });
+        }
+        for assignment in fx.submit {
+            let _ = self.scheduler.cast(SchedulerMsg::Submit {
+                assignment,
+                slots: self.core.spec.slots,
+                sweep: myself.clone(),
+            });
+        }
+        if fx.flush {
+            let _ = self.writer.cast(WriterMsg::Flush);
+        }
+        self.progress.send_replace(self.core.progress.clone());
+        if fx.complete {
+            tracing::info!(
+                elapsed_s = self.started.elapsed().as_secs_f64(),
+                "sweep complete"
+            );
+            self.finish(Ok(self.core.result()));
+        }
+    }
+
+    fn finish(&mut self, result: Result<SweepResult, String>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
+        }
+    }
+}
+
+impl Actor for SweepActor {
+    type Msg = SweepMsg;
+    type State = SweepState;
+    type Arguments = SweepArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SweepMsg>,
+        args: SweepArgs,
+    ) -> Result<SweepState, ActorProcessingErr> {
+        let mut state = SweepState {
+            core: args.core,
+            scheduler: args.scheduler,
+            writer: args.writer,
+            progress: args.progress,
+            done: Some(args.done),
+            started: Instant::now(),
+        };
+        state.writer.cast(WriterMsg::Attach(myself.clone()))?;
+        state.apply(&myself, args.pending);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SweepMsg>,
+        msg: SweepMsg,
+        state: &mut SweepState,
+    ) -> Result<(), ActorProcessingErr> {
+        let fx = match msg {
+            SweepMsg::Report {
+                trial_id,
+                attempt,
+                step,
+                metrics,
+                reply,
+            } => match state.core.report(trial_id, attempt, step, metrics) {
+                Ok(decision) => {
+                    let _ = reply.send(decision);
+                    return Ok(());
+                }
+                Err(e) => Err(e),
+            },
+            SweepMsg::AttemptEnded {
+                trial_id,
+                attempt,
+                worker,
+                started_at_ms,
+                result,
+            } => state
+                .core
+                .attempt_ended(trial_id, attempt, worker, started_at_ms, result),
+            SweepMsg::Flushed { part, trial_ids } => state.core.flushed(part, trial_ids),
+            SweepMsg::WriterFailed(e) => {
+                state.finish(Err(format!(
+                    "writing results failed: {e}; rerun with --resume to finish the sweep"
+                )));
+                return Ok(());
+            }
+        };
+        match fx {
+            Ok(fx) => state.apply(&myself, fx),
+            Err(e) => state.finish(Err(format!("{e}; rerun with --resume to finish the sweep"))),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,450 @@
+//! `tessera report`: reads a run's Parquet tables back with polars and summarises them:
+//! a leaderboard and, per hyperparameter, how the objective varies with it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use polars::prelude::*;
+use tessera_core::space::{Domain, ValueKind};
+use tessera_core::spec::Goal;
+use tessera_core::{SweepSpec, parse_sweep};
+
+use crate::run::SPEC_FILE;
+use crate::store::{TRIALS, read_table};
+
+/// Errors building a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The folder is not a run directory.
+    #[error("{0}")]
+    NotARun(String),
+    /// Reading the tables failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A table lacks an expected column.
+    #[error("{0}")]
+    Table(String),
+}
+
+/// A plain text table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextTable {
+    /// Column headers.
+    pub headers: Vec<String>,
+    /// Rows of cells.
+    pub rows: Vec<Vec<String>>,
+}
+
+impl TextTable {
+    /// Renders with aligned columns (numbers right-aligned).
+    pub fn render(&self) -> String {
+        let n = self.headers.len();
+        let mut width: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(n) {
+                width[i] = width[i].max(c.chars().count());
+            }
+        }
+        let numeric = |s: &str| s.parse::<f64>().is_ok() || s == "-";
+        let mut out = String::new();
+        let line = |cells: &[String], out: &mut String, header: bool| {
+            let mut parts = Vec::new();
+            for (i, c) in cells.iter().enumerate().take(n) {
+                let pad = width[i] - c.chars().count();
+                if !header && numeric(c) {
+                    parts.push(format!("{}{c}", " ".repeat(pad)));
+                } else {
+                    parts.push(format!("{c}{}", " ".repeat(pad)));
+                }
+            }
+            let _ = writeln!(out, "  {}", parts.join("  ").trim_end());
+        };
+        line(&self.headers, &mut out, true);
+        let rule: Vec<String> = width.iter().map(|w| "─".repeat(*w)).collect();
+        let _ = writeln!(out, "  {}", rule.join("  "));
+        for r in &self.rows {
+            line(r, &mut out, false);
+        }
+        out
+    }
+}
+
+/// How the objective varies with one hyperparameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effect {
+    /// Hyperparameter.
+    pub name: String,
+    /// Spearman rank correlation with the objective (numeric hyperparameters).
+    pub spearman: Option<f64>,
+    /// Per value or per quantile bin: trials, mean and best objective.
+    pub table: TextTable,
+}
+
+/// A run's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The sweep.
+    pub spec: SweepSpec,
+    /// Trials recorded, by status.
+    pub counts: Vec<(String, usize)>,
+    /// Best trials first.
+    pub leaderboard: TextTable,
+    /// Best trial id and objective.
+    pub best: Option<(u64, f64)>,
+    /// One entry per varied hyperparameter.
+    pub effects: Vec<Effect>,
+    /// Rows read from `trials/`.
+    pub rows: usize,
+}
+
+fn fmt_num(v: f64) -> String {
+    if v == 0.0 || (v.abs() >= 1e-3 && v.abs() < 1e5) {
+        let s = format!("{v:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s.is_empty() || s == "-" {
+            "0".to_owned()
+        } else {
+            s.to_owned()
+        }
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, ReportError> {
+    let c = df
+        .column(name)
+        .map_err(|_| ReportError::Table(format!("trials table has no `{name}` column")))?;
+    let c = c
+        .cast(&DataType::Float64)
+        .map_err(|e| ReportError::Table(e.to_string()))?;
+    Ok(c.f64()
+        .map_err(|e| ReportError::Table(e.to_string()))?
+        .iter()
+        .collect())
+}
+
+fn col_str(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>, ReportError> {
+    let c = df
+        .column(name)
+        .map_err(|_| ReportError::Table(format!("trials table has no `{name}` column")))?;
+    let c = c
+        .cast(&DataType::String)
+        .map_err(|e| ReportError::Table(e.to_string()))?;
+    Ok(c.str()
+        .map_err(|e| ReportError::Table(e.to_string()))?
+        .iter()
+        .map(|v| v.map(str::to_owned))
+        .collect())
+}
+
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|a, b| v[*a].total_cmp(&v[*b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            r[idx[k]] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation; `None` for fewer than 3 pairs or a constant side.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() < 3 || x.len() != y.len() {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = rx.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
+fn group_rows(groups: Vec<(String, Vec<f64>)>, goal: Goal) -> TextTable {
+    let mut t = TextTable {
+        headers: vec![
+            "value".into(),
+            "trials".into(),
+            "mean".into(),
+            "best".into(),
+        ],
+        rows: Vec::new(),
+    };
+    for (label, vals) in groups {
+        if vals.is_empty() {
+            continue;
+        }
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let best = vals.iter().copied().fold(None, |b: Option<f64>, v| {
+            Some(b.map_or(v, |b| if goal.better(v, b) { v } else { b }))
+        });
+        t.rows.push(vec![
+            label,
+            vals.len().to_string(),
+            fmt_num(mean),
+            best.map_or("-".into(), fmt_num),
+        ]);
+    }
+    t
+}
+
+/// Reads the run in `dir` and summarises it; `top` rows in the leaderboard.
+pub fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
+    let spec_path = dir.join(SPEC_FILE);
+    let text = std::fs::read_to_string(&spec_path).map_err(|_| {
+        ReportError::NotARun(format!(
+            "{} is not a run directory (no {SPEC_FILE}); pass the folder `tessera run` wrote",
+            dir.display()
+        ))
+    })?;
+    let spec = parse_sweep(&spec_path.display().to_string(), &text)
+        .map_err(|e| ReportError::NotARun(e.to_string()))?;
+    if !dir.join(TRIALS).is_dir() {
+        return Err(ReportError::NotARun(format!(
+            "{} has no {TRIALS}/ folder yet",
+            dir.display()
+        )));
+    }
+    let df = read_table(dir, TRIALS)?;
+    let rows = df.height();
+    let metric = spec.objective.metric.clone();
+    let goal = spec.objective.goal;
+    if rows == 0 {
+        return Ok(Report {
+            spec,
+            counts: Vec::new(),
+            leaderboard: TextTable::default(),
+            best: None,
+            effects: Vec::new(),
+            rows,
+        });
+    }
+    let ids = col_f64(&df, "trial_id")?;
+    let status = col_str(&df, "status")?;
+    let obj = col_f64(&df, &metric)?;
+    let steps = col_f64(&df, "steps")?;
+    let dur = col_f64(&df, "duration_s")?;
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for s in status.iter().flatten() {
+        match counts.iter_mut().find(|(k, _)| k == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s.clone(), 1)),
+        }
+    }
+    let varied: Vec<(String, Domain)> = spec
+        .space
+        .params
+        .iter()
+        .filter(|(_, d)| !matches!(d, Domain::Fixed(_)))
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .collect();
+    let params: Vec<Vec<Option<String>>> = varied
+        .iter()
+        .map(|(n, _)| col_str(&df, n))
+        .collect::<Result<_, _>>()?;
+
+    let mut order: Vec<usize> = (0..rows)
+        .filter(|i| obj[*i].is_some_and(f64::is_finite))
+        .collect();
+    order.sort_by(|a, b| {
+        let (x, y) = (obj[*a].unwrap_or(f64::NAN), obj[*b].unwrap_or(f64::NAN));
+        goal.score(y)
+            .total_cmp(&goal.score(x))
+            .then(ids[*a].unwrap_or(0.0).total_cmp(&ids[*b].unwrap_or(0.0)))
+    });
+    let best = order
+        .first()
+        .map(|i| (ids[*i].unwrap_or(0.0) as u64, obj[*i].unwrap_or(f64::NAN)));
+    let mut headers = vec![
+        "rank".to_owned(),
+        "trial".into(),
+        metric.clone(),
+        "status".into(),
+        "steps".into(),
+        "time_s".into(),
+    ];
+    headers.extend(varied.iter().map(|(n, _)| n.clone()));
+    let mut leaderboard = TextTable {
+        headers,
+        rows: Vec::new(),
+    };
+    for (rank, &i) in order.iter().take(top).enumerate() {
+        let mut row = vec![
+            (rank + 1).to_string(),
+            fmt_num(ids[i].unwrap_or(0.0)),
+            obj[i].map_or("-".into(), fmt_num),
+            status[i].clone().unwrap_or_default(),
+            steps[i].map_or("-".into(), fmt_num),
+            dur[i].map_or("-".into(), |d| format!("{d:.2}")),
+        ];
+        for p in &params {
+            row.push(match p[i].as_deref() {
+                Some(s) => s.parse::<f64>().map_or_else(|_| s.to_owned(), fmt_num),
+                None => "-".into(),
+            });
+        }
+        leaderboard.rows.push(row);
+    }
+
+    let mut effects = Vec::new();
+    for ((name, domain), values) in varied.iter().zip(&params) {
+        let pairs: Vec<(String, f64)> = (0..rows)
+            .filter_map(|i| Some((values[i].clone()?, obj[i].filter(|v| v.is_finite())?)))
+            .collect();
+        let numeric = matches!(domain.value_kind(), ValueKind::Int | ValueKind::Float);
+        let distinct = {
+            let mut d: Vec<&String> = pairs.iter().map(|(v, _)| v).collect();
+            d.sort();
+            d.dedup();
+            d.len()
+        };
+        let (table, rho) = if numeric && distinct > 6 {
+            let mut xs: Vec<(f64, f64)> = pairs
+                .iter()
+                .filter_map(|(v, o)| Some((v.parse::<f64>().ok()?, *o)))
+                .collect();
+            xs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let rho = spearman(
+                &xs.iter().map(|p| p.0).collect::<Vec<_>>(),
+                &xs.iter().map(|p| p.1).collect::<Vec<_>>(),
+            );
+            let bins = 4.min(xs.len());
+            let mut groups = Vec::new();
+            for b in 0..bins {
+                let (lo, hi) = (b * xs.len() / bins, (b + 1) * xs.len() / bins);
+                let chunk = &xs[lo..hi];
+                if let (Some(first), Some(last)) = (chunk.first(), chunk.last()) {
+                    groups.push((
+                        format!("[{}, {}]", fmt_num(first.0), fmt_num(last.0)),
+                        chunk.iter().map(|p| p.1).collect(),
+                    ));
+                }
+            }
+            (group_rows(groups, goal), rho)
+        } else {
+            let mut keys: Vec<String> = pairs.iter().map(|(v, _)| v.clone()).collect();
+            keys.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(x), Ok(y)) => x.total_cmp(&y),
+                _ => a.cmp(b),
+            });
+            keys.dedup();
+            let groups = keys
+                .into_iter()
+                .map(|k| {
+                    let vals = pairs
+                        .iter()
+                        .filter(|(v, _)| *v == k)
+                        .map(|(_, o)| *o)
+                        .collect();
+                    (k, vals)
+                })
+                .collect();
+            let rho = if numeric {
+                let xs: Vec<(f64, f64)> = pairs
+                    .iter()
+                    .filter_map(|(v, o)| Some((v.parse::<f64>().ok()?, *o)))
+                    .collect();
+                spearman(
+                    &xs.iter().map(|p| p.0).collect::<Vec<_>>(),
+                    &xs.iter().map(|p| p.1).collect::<Vec<_>>(),
+                )
+            } else {
+                None
+            };
+            (group_rows(groups, goal), rho)
+        };
+        effects.push(Effect {
+            name: name.clone(),
+            spearman: rho,
+            table,
+        });
+    }
+    Ok(Report {
+        spec,
+        counts,
+        leaderboard,
+        best,
+        effects,
+        rows,
+    })
+}
+
+impl Report {
+    /// The report as text for a terminal.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let goal = match self.spec.objective.goal {
+            Goal::Maximize => "maximize",
+            Goal::Minimize => "minimize",
+        };
+        let counts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "sweep {} ({}, program {}): {} trials recorded: {}",
+            self.spec.name,
+            self.spec.kind.as_str(),
+            self.spec.program,
+            self.rows,
+            counts.join(", ")
+        );
+        let _ = writeln!(out, "objective: {} ({goal})", self.spec.objective.metric);
+        if let Some((id, v)) = self.best {
+            let _ = writeln!(
+                out,
+                "best: trial {id} with {} = {}",
+                self.spec.objective.metric,
+                fmt_num(v)
+            );
+        }
+        let _ = writeln!(out, "\nleaderboard");
+        out.push_str(&self.leaderboard.render());
+        for e in &self.effects {
+            let rho = e.spearman.map_or(String::new(), |r| {
+                format!(
+                    " (Spearman ρ with {}: {:+.2})",
+                    self.spec.objective.metric, r
+                )
+            });
+            let _ = writeln!(out, "\n{}{rho}", e.name);
+            out.push_str(&e.table.render());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_of_monotone_data_is_one() {
+        assert_eq!(
+            spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 25.0, 40.0]),
+            Some(1.0)
+        );
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[3.0, 2.0, 1.0]), None);
+    }
+
+    #[test]
+    fn numbers_print_compactly() {
+        assert_eq!(fmt_num(0.9722), "0.9722");
+        assert_eq!(fmt_num(3.0), "3");
+        assert_eq!(fmt_num(0.00012), "1.200e-4");
+    }
+}

@@ -1,0 +1,258 @@
+//! Embedded mode: the coordinator's actors and N in-process workers in one process.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ractor::Actor;
+use tessera_core::program::TrialExecutor;
+use tessera_core::trial::DatasetRef;
+use tessera_core::{SweepSpec, rng};
+use tokio::sync::{oneshot, watch};
+
+use crate::actors::scheduler::{SchedulerActor, SchedulerMsg};
+use crate::actors::sweep::{Progress, SweepActor, SweepArgs, SweepCore, SweepResult};
+use crate::actors::worker::WorkerActor;
+use crate::actors::writer::{FlushPolicy, WriterActor};
+use crate::journal::Journal;
+use crate::store::RunStore;
+
+/// File names inside a run directory.
+pub const SPEC_FILE: &str = "sweep.yaml";
+/// The journal's file name.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// Errors starting or running a sweep.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The run directory cannot be used as asked.
+    #[error("{0}")]
+    Usage(String),
+    /// File-system failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The sweep stopped with an error.
+    #[error("{0}")]
+    Sweep(String),
+}
+
+/// What `run_sweep` needs.
+pub struct RunOptions {
+    /// The validated sweep.
+    pub spec: SweepSpec,
+    /// The sweep file's text (copied into the run directory).
+    pub source: String,
+    /// The folder the sweep file is in (relative dataset paths start there).
+    pub base_dir: PathBuf,
+    /// The run directory.
+    pub out: PathBuf,
+    /// In-process workers (one slot each).
+    pub workers: usize,
+    /// Continue the run in `out` instead of starting one.
+    pub resume: bool,
+    /// The code that trains.
+    pub executor: Arc<dyn TrialExecutor>,
+    /// Where progress goes (optional).
+    pub progress: Option<watch::Sender<Progress>>,
+    /// When parts are written.
+    pub flush: FlushPolicy,
+}
+
+/// A sensible default run directory: `runs/<name>-<utc timestamp>`.
+pub fn default_out(results: Option<&str>, name: &str) -> PathBuf {
+    let base = results.unwrap_or("runs");
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    Path::new(base).join(format!(
+        "{name}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The newest run directory of sweep `name` under `base`, if any (for `--resume`
+/// without `--out`).
+pub fn latest_run(base: &Path, name: &str) -> Option<PathBuf> {
+    let prefix = format!("{name}-");
+    let mut runs: Vec<PathBuf> = fs::read_dir(base)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with(&prefix)
+                && e.path().join(JOURNAL_FILE).exists()
+        })
+        .map(|e| e.path())
+        .collect();
+    runs.sort();
+    runs.pop()
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Runs (or resumes) a sweep in embedded mode and waits for it to end.
+pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
+    let RunOptions {
+        spec,
+        source,
+        base_dir,
+        out,
+        workers,
+        resume,
+        executor,
+        progress,
+        flush,
+    } = opts;
+    let journal_path = out.join(JOURNAL_FILE);
+    let exists = journal_path.exists();
+    if exists && !resume {
+        return Err(RunError::Usage(format!(
+            "{} already holds a run; pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    if resume && !exists {
+        return Err(RunError::Usage(format!(
+            "{} holds no run to resume (no {JOURNAL_FILE})",
+            out.display()
+        )));
+    }
+    if spec.slots > 1 {
+        return Err(RunError::Usage(format!(
+            "resources.slots is {} but embedded workers have 1 slot each; use slots: 1",
+            spec.slots
+        )));
+    }
+    fs::create_dir_all(&out).map_err(io(&out))?;
+    if !exists {
+        fs::write(out.join(SPEC_FILE), &source).map_err(io(&out))?;
+    }
+    let dataset = spec.dataset.as_ref().map(|d| {
+        let p = Path::new(&d.path);
+        let abs = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base_dir.join(p)
+        };
+        DatasetRef {
+            path: abs.display().to_string(),
+            validation_fraction: d.validation_fraction,
+            split_seed: d.split_seed,
+        }
+    });
+    if let Some(d) = &dataset {
+        if !Path::new(&d.path).is_file() {
+            return Err(RunError::Usage(format!(
+                "dataset {} does not exist; check `dataset.path` (it is relative to the sweep file)",
+                d.path
+            )));
+        }
+    }
+
+    let (journal, state) = Journal::open(&journal_path)?;
+    let store = RunStore::new(&out, spec.space.clone(), &spec.objective.metric);
+    store.prepare(&state.flushed_parts)?;
+    let next_part = state.flushed_parts.iter().next_back().map_or(1, |p| p + 1);
+    let workers = workers.max(1);
+    let max_concurrent = spec
+        .concurrent
+        .map_or(workers as u64, u64::from)
+        .min(workers as u64 * 64);
+    let fresh_seed = spec
+        .seed
+        .unwrap_or_else(|| rng::mix64(crate::actors::now_ms() as u64));
+    let (core, pending) =
+        SweepCore::restore(spec, dataset, fresh_seed, journal, state, max_concurrent)
+            .map_err(|e| RunError::Sweep(e.to_string()))?;
+    tracing::info!(seed = core.seed(), out = %out.display(), workers, "sweep starting");
+
+    let spawn_err = |e: ractor::SpawnErr| RunError::Sweep(format!("cannot start an actor: {e}"));
+    let (scheduler, scheduler_task) = Actor::spawn(None, SchedulerActor, ())
+        .await
+        .map_err(spawn_err)?;
+    let mut worker_refs = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..workers {
+        let name = format!("local-{i}");
+        let (w, t) = Actor::spawn(None, WorkerActor, (name.clone(), executor.clone()))
+            .await
+            .map_err(spawn_err)?;
+        scheduler
+            .cast(SchedulerMsg::AddWorker {
+                name,
+                slots: 1,
+                actor: w.clone(),
+            })
+            .map_err(|e| RunError::Sweep(e.to_string()))?;
+        worker_refs.push(w);
+        tasks.push(t);
+    }
+    let (writer, writer_task) = Actor::spawn(None, WriterActor, (store, next_part, flush))
+        .await
+        .map_err(spawn_err)?;
+    let (done_tx, done_rx) = oneshot::channel();
+    let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
+    let (sweep, sweep_task) = Actor::spawn(
+        None,
+        SweepActor,
+        SweepArgs {
+            core,
+            pending,
+            scheduler: scheduler.clone(),
+            writer: writer.clone(),
+            progress,
+            done: done_tx,
+        },
+    )
+    .await
+    .map_err(spawn_err)?;
+
+    let result = done_rx
+        .await
+        .unwrap_or_else(|_| Err("the sweep actor stopped unexpectedly".into()));
+    sweep.stop(None);
+    writer.stop(None);
+    scheduler.stop(None);
+    for w in &worker_refs {
+        w.stop(None);
+    }
+    let _ = sweep_task.await;
+    let _ = writer_task.await;
+    let _ = scheduler_task.await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    result.map_err(RunError::Sweep)
+}

@@ -1,0 +1,167 @@
+//! The `tessera` binary as a user meets it: help, schema, validation errors with
+//! file:line:column and exit status 2, and a report of a finished run.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn tessera() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn every_broken_fixture_exits_2_with_its_location_and_runs_nothing() {
+    let dir = root().join("configs/invalid");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .unwrap();
+        let (pos, message) = expect.split_once(": ").unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let run_dir = out_dir.path().join("run");
+        let o = tessera()
+            .args([
+                "run",
+                path.to_str().unwrap(),
+                "--out",
+                run_dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(
+            stderr.contains(&format!("{}:{pos}: ", path.display())),
+            "{}: {stderr}",
+            path.display()
+        );
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(stderr.contains("help: "), "{stderr}");
+        assert_eq!(
+            stderr.matches("error").count(),
+            1,
+            "one error only: {stderr}"
+        );
+        assert!(!run_dir.exists(), "nothing runs on bad input");
+        n += 1;
+    }
+    assert!(n >= 12);
+}
+
+#[test]
+fn missing_file_and_bad_flags_exit_2() {
+    let o = tessera()
+        .args(["run", "no/such/sweep.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the sweep file"));
+    let o = tessera()
+        .args(["run", "--workers", "many", "x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = tessera()
+        .args(["report", "/nonexistent-run"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn help_schema_programs_and_validate() {
+    let o = tessera().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("--resume") && help.contains("--workers") && help.contains("Exit status"),
+        "{help}"
+    );
+    let o = tessera().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(schema["properties"]["space"].is_object(), "{schema}");
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_json::Value::Bool(false)
+    );
+    let o = tessera().arg("programs").output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("mlp-classifier"));
+    for f in ["quickstart.yaml", "grid-digits.yaml"] {
+        let o = tessera()
+            .args(["validate", root().join("configs").join(f).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn run_then_report_prints_a_leaderboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("s.yaml");
+    std::fs::write(
+        &sweep,
+        "version: 1\nname: cli\nkind: grid\nprogram: synthetic\nspace:\n  x: { float: [0, 1], grid: 8 }\n  y: { choice: [a, b] }\nobjective: { metric: loss, goal: minimize }\n",
+    )
+    .unwrap();
+    // `y` must be numeric for `synthetic`: the CLI says so with a location.
+    let o = tessera()
+        .args(["validate", sweep.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(
+        &sweep,
+        "version: 1\nname: cli\nkind: grid\nprogram: synthetic\nspace:\n  x: { float: [0, 1], grid: 8 }\n  y: { choice: [0.0, 0.5] }\nobjective: { metric: loss, goal: minimize }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = tessera()
+        .args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--workers",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("leaderboard") && stdout.contains("best: trial"),
+        "{stdout}"
+    );
+    let o = tessera()
+        .args(["report", out.to_str().unwrap(), "--top", "3"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        report.contains("16 trials recorded: 16 finished"),
+        "{report}"
+    );
+    assert!(report.contains("Spearman"), "{report}");
+}

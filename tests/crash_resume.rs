@@ -1,0 +1,166 @@
+//! Crash safety with real processes: `tessera run` is SIGKILLed (or crashes at an
+//! injected point) mid-sweep, then `--resume`d. The sweep must end with exactly the
+//! budgeted trials, none twice, the same trials as an uninterrupted run, and every
+//! metric row once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use polars::prelude::*;
+use tessera_orchestrator::store::read_table;
+
+const TRIALS: u64 = 40;
+const STEPS: u64 = 3;
+
+fn sweep_file(dir: &Path) -> PathBuf {
+    let path = dir.join("crash.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nname: crash\nkind: random\nseed: 11\nprogram: synthetic\nspace:\n  x: {{ float: [0, 1] }}\n  y: {{ float: [-1, 1] }}\n  reports: {STEPS}\n  sleep_ms: 15\nobjective: {{ metric: loss, goal: minimize }}\nbudget: {{ trials: {TRIALS}, concurrent: 4, max_attempts: 1 }}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn tessera(sweep: &Path, out: &Path, resume: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    c.args([
+        "run",
+        sweep.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--workers",
+        "3",
+        "--quiet",
+        "--flush-trials",
+        "5",
+    ]);
+    if resume {
+        c.arg("--resume");
+    }
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+fn finished_in_journal(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("journal.jsonl"))
+        .map_or(0, |j| j.matches("\"type\":\"finished\"").count())
+}
+
+/// trial_id → (x, y, seed) of every recorded trial, checking no id appears twice.
+fn recorded(out: &Path) -> BTreeMap<u64, (String, String, u64)> {
+    let t = read_table(out, "trials").unwrap();
+    let ids = t.column("trial_id").unwrap().u64().unwrap().clone();
+    let xs = t.column("x").unwrap().f64().unwrap().clone();
+    let ys = t.column("y").unwrap().f64().unwrap().clone();
+    let seeds = t.column("seed").unwrap().u64().unwrap().clone();
+    let mut map = BTreeMap::new();
+    for i in 0..t.height() {
+        let id = ids.get(i).unwrap();
+        let prev = map.insert(
+            id,
+            (
+                format!("{:.12}", xs.get(i).unwrap()),
+                format!("{:.12}", ys.get(i).unwrap()),
+                seeds.get(i).unwrap(),
+            ),
+        );
+        assert!(prev.is_none(), "trial {id} recorded twice");
+    }
+    let m = read_table(out, "metrics").unwrap();
+    assert_eq!(
+        m.height() as u64,
+        TRIALS * STEPS * 2,
+        "every metric row exactly once"
+    );
+    let keys = m.select(["trial_id", "step", "metric"]).unwrap();
+    assert_eq!(
+        keys.unique_stable(None, UniqueKeepStrategy::First, None)
+            .unwrap()
+            .height(),
+        m.height()
+    );
+    map
+}
+
+fn reference(dir: &Path, sweep: &Path) -> BTreeMap<u64, (String, String, u64)> {
+    let out = dir.join("reference");
+    let o = tessera(sweep, &out, false).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    recorded(&out)
+}
+
+fn resume_to_end(sweep: &Path, out: &Path) {
+    let o = tessera(sweep, out, true).output().unwrap();
+    assert!(
+        o.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn sigkill_at_several_points_then_resume_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = sweep_file(dir.path());
+    let expected = reference(dir.path(), &sweep);
+    assert_eq!(expected.len() as u64, TRIALS);
+    // Kill once early, once in the middle, once near the end; the middle run is killed
+    // twice (once again during its first resume).
+    for (case, kills) in [
+        ("early", vec![1]),
+        ("middle", vec![12, 25]),
+        ("late", vec![36]),
+    ] {
+        let out = dir.path().join(case);
+        let mut resume = false;
+        for at in kills {
+            let mut child = tessera(&sweep, &out, resume).spawn().unwrap();
+            let t = Instant::now();
+            while finished_in_journal(&out) < at && t.elapsed() < Duration::from_secs(60) {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+            resume = true;
+        }
+        resume_to_end(&sweep, &out);
+        assert_eq!(recorded(&out), expected, "case {case}");
+    }
+}
+
+#[test]
+fn injected_crashes_at_the_narrow_windows_then_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = sweep_file(dir.path());
+    let expected = reference(dir.path(), &sweep);
+    for point in [
+        "after_issued:7",
+        "after_finished:9",
+        "after_part_written:2",
+        "before_journal_flushed:3",
+    ] {
+        let out = dir.path().join(point.replace(':', "-"));
+        let o = tessera(&sweep, &out, false)
+            .env("TESSERA_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "{point}: the injected crash did not happen"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("injected crash"),
+            "{point}"
+        );
+        resume_to_end(&sweep, &out);
+        assert_eq!(recorded(&out), expected, "crash at {point}");
+    }
+}
