@@ -18,10 +18,11 @@ pub fn point(name: &str) {
         };
         Some((n, count))
     });
-    if let Some((n, count)) = target {
-        if n == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *count {
-            eprintln!("tessera: injected crash at {name}");
-            std::process::abort();
-        }
+    if let Some((n, count)) = target
+        && n == name
+        && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *count
+    {
+        eprintln!("tessera: injected crash at {name}");
+        std::process::abort();
     }
 }

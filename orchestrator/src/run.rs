@@ -172,13 +172,11 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
             split_seed: d.split_seed,
         }
     });
-    if let Some(d) = &dataset {
-        if !Path::new(&d.path).is_file() {
-            return Err(RunError::Usage(format!(
-                "dataset {} does not exist; check `dataset.path` (it is relative to the sweep file)",
-                d.path
-            )));
-        }
+    if let Some(d) = dataset.as_ref().filter(|d| !Path::new(&d.path).is_file()) {
+        return Err(RunError::Usage(format!(
+            "dataset {} does not exist; check `dataset.path` (it is relative to the sweep file)",
+            d.path
+        )));
     }
 
     let (journal, state) = Journal::open(&journal_path)?;

@@ -621,7 +621,7 @@ impl RawSweep {
                         "use at least 1 step",
                     ));
                 }
-                if !(reduction > 1.0) {
+                if reduction.is_nan() || reduction <= 1.0 {
                     return Err(Problem::new(
                         &["early_stopping", "asha", "reduction"],
                         format!("reduction {reduction} must be greater than 1"),
@@ -657,14 +657,12 @@ impl RawSweep {
             ));
         }
 
-        if let Some(r) = &self.results {
-            if r.contains("://") {
-                return Err(Problem::new(
-                    &["results"],
-                    format!("results location `{r}` is not a local directory"),
-                    "this build writes results to local directories only; use a path such as `runs/`",
-                ));
-            }
+        if let Some(r) = self.results.as_ref().filter(|r| r.contains("://")) {
+            return Err(Problem::new(
+                &["results"],
+                format!("results location `{r}` is not a local directory"),
+                "this build writes results to local directories only; use a path such as `runs/`",
+            ));
         }
 
         Ok(SweepSpec {
@@ -782,7 +780,7 @@ fn parse_domain(name: &str, value: &serde_yaml::Value) -> Result<Domain, Problem
     let grid = match map.get("grid") {
         None => None,
         Some(g) => match g.as_u64() {
-            Some(n) if n >= 1 && n <= 100_000 => Some(n as u32),
+            Some(n) if (1..=100_000).contains(&n) => Some(n as u32),
             _ => {
                 return Err(problem(
                     &["grid"],
@@ -794,13 +792,11 @@ fn parse_domain(name: &str, value: &serde_yaml::Value) -> Result<Domain, Problem
     };
     let bounds = |key: &str| -> Result<[f64; 2], Problem> {
         let seq = map.get(key).and_then(|v| v.as_sequence());
-        let parsed: Option<Vec<f64>> = seq
-            .map(|s| {
-                s.iter()
-                    .map(serde_yaml::Value::as_f64)
-                    .collect::<Option<Vec<f64>>>()
-            })
-            .flatten();
+        let parsed: Option<Vec<f64>> = seq.and_then(|s| {
+            s.iter()
+                .map(serde_yaml::Value::as_f64)
+                .collect::<Option<Vec<f64>>>()
+        });
         match parsed.as_deref() {
             Some([lo, hi]) if lo.is_finite() && hi.is_finite() => Ok([*lo, *hi]),
             _ => Err(problem(
@@ -836,13 +832,11 @@ fn parse_domain(name: &str, value: &serde_yaml::Value) -> Result<Domain, Problem
         }
         "int" => {
             let seq = map.get("int").and_then(|v| v.as_sequence());
-            let parsed: Option<Vec<i64>> = seq
-                .map(|s| {
-                    s.iter()
-                        .map(serde_yaml::Value::as_i64)
-                        .collect::<Option<Vec<i64>>>()
-                })
-                .flatten();
+            let parsed: Option<Vec<i64>> = seq.and_then(|s| {
+                s.iter()
+                    .map(serde_yaml::Value::as_i64)
+                    .collect::<Option<Vec<i64>>>()
+            });
             let [low, high] = match parsed.as_deref() {
                 Some([lo, hi]) => [*lo, *hi],
                 _ => {

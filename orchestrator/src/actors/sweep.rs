@@ -477,10 +477,10 @@ fn count(p: &mut Progress, row: &TrialRow, goal: tessera_core::spec::Goal) {
         "stopped" => p.stopped += 1,
         _ => p.failed += 1,
     }
-    if let Some(v) = row.objective.filter(|v| v.is_finite()) {
-        if p.best.is_none_or(|(_, b)| goal.better(v, b)) {
-            p.best = Some((row.trial_id, v));
-        }
+    if let Some(v) = row.objective.filter(|v| v.is_finite())
+        && p.best.is_none_or(|(_, b)| goal.better(v, b))
+    {
+        p.best = Some((row.trial_id, v));
     }
 }
 
