@@ -5,7 +5,7 @@
 //!    trial, no training);
 //! 2. metric rows per second into Parquet (the writer's encode + fsync + rename).
 //!
-//! Run: `cargo bench -p tessera-orchestrator --bench throughput` (add `-- --trials N`).
+//! Run: `cargo bench --profile dev --workspace --bench throughput` (add `-- --trials N`).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -173,7 +173,6 @@ async fn cmd_run(
         base_dir
     };
     let (tx, mut rx) = watch::channel(Progress::default());
-    let bar = progress_bar(spec.trials, quiet);
     let metric = spec.objective.metric.clone();
     let name = spec.name.clone();
     if !quiet {
@@ -183,6 +182,8 @@ async fn cmd_run(
             out.display()
         );
     }
+    let bar = progress_bar(spec.trials, quiet);
+    bar.set_message("starting");
     let ui = {
         let bar = bar.clone();
         let metric = metric.clone();
