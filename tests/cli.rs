@@ -22,11 +22,10 @@ fn every_broken_fixture_exits_2_with_its_location_and_runs_nothing() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text
-            .lines()
-            .next()
-            .unwrap()
+        let first = text.lines().next().unwrap();
+        let expect = first
             .strip_prefix("# expect: ")
+            .or_else(|| first.strip_prefix("# expect(cli): "))
             .unwrap();
         let (pos, message) = expect.split_once(": ").unwrap();
         let out_dir = tempfile::tempdir().unwrap();
@@ -164,4 +163,41 @@ fn run_then_report_prints_a_leaderboard() {
         "{report}"
     );
     assert!(report.contains("Spearman"), "{report}");
+}
+
+#[test]
+fn a_sweep_with_failed_trials_exits_1_but_keeps_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("f.yaml");
+    std::fs::write(
+        &sweep,
+        "version: 1\nname: fails\nkind: random\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\n  fail_attempts: { choice: [0, 5] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 8, max_attempts: 2 }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = tessera()
+        .args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("trials failed") && stderr.contains("`error` column"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "no colour codes when stderr is not a terminal: {stderr}"
+    );
+    let o = tessera()
+        .args(["report", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("8 trials recorded"));
 }

@@ -231,12 +231,16 @@ impl Journal {
             source: e.into(),
         })?;
         self.buf.push(b'\n');
+        let t = std::time::Instant::now();
         self.file
             .write_all(&self.buf)
             .map_err(|source| JournalError::Io {
                 path: self.path.clone(),
                 source,
             })?;
+        crate::metrics::JOURNAL_WRITE
+            .with_label_values(&["append"])
+            .observe(t.elapsed().as_secs_f64());
         self.unsynced += 1;
         Ok(())
     }
@@ -244,10 +248,14 @@ impl Journal {
     /// Forces appended records to stable storage.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         if self.unsynced > 0 {
+            let t = std::time::Instant::now();
             self.file.sync_data().map_err(|source| JournalError::Io {
                 path: self.path.clone(),
                 source,
             })?;
+            crate::metrics::JOURNAL_WRITE
+                .with_label_values(&["sync"])
+                .observe(t.elapsed().as_secs_f64());
             self.unsynced = 0;
         }
         Ok(())

@@ -10,6 +10,8 @@
 pub mod actors;
 pub mod fault;
 pub mod journal;
+pub mod metrics;
+mod process_metrics;
 pub mod report;
 pub mod run;
 pub mod store;

@@ -26,8 +26,47 @@ struct Cli {
     /// More log output (-v: info, -vv: debug). `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The sweep file.
+    sweep: PathBuf,
+    /// Run directory (default: runs/<name>-<timestamp>, or the sweep's `results:`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// In-process workers, one trial each at a time (default: number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    workers: Option<u64>,
+    /// Continue the run in --out (or the newest run of this sweep) after a crash or kill.
+    #[arg(long)]
+    resume: bool,
+    /// Leaderboard rows printed at the end.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) at /metrics.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving /metrics this many seconds after the sweep ends (for a last scrape).
+    #[arg(long, default_value_t = 0)]
+    metrics_linger: u64,
+    /// Write a Parquet part after this many finished trials (tests use small values).
+    #[arg(long, hide = true)]
+    flush_trials: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -40,28 +79,7 @@ enum Command {
     #[command(
         after_help = "Exit status: 0 done, 1 the sweep failed, 2 bad input (file, line and column are printed).\n\nExample:\n  tessera run configs/quickstart.yaml --workers 2"
     )]
-    Run {
-        /// The sweep file.
-        sweep: PathBuf,
-        /// Run directory (default: runs/<name>-<timestamp>, or the sweep's `results:`).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// In-process workers, one trial each at a time (default: number of cores).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Continue the run in --out (or the newest run of this sweep) after a crash or kill.
-        #[arg(long)]
-        resume: bool,
-        /// Leaderboard rows printed at the end.
-        #[arg(long, default_value_t = 10)]
-        top: usize,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
-        /// Write a Parquet part after this many finished trials (tests use small values).
-        #[arg(long, hide = true)]
-        flush_trials: Option<usize>,
-    },
+    Run(RunArgs),
     /// Summarise a run directory: leaderboard and each hyperparameter's effect.
     Report {
         /// The run directory `tessera run` wrote.
@@ -96,6 +114,22 @@ fn programs() -> Vec<ProgramInfo> {
     executor().map(|e| e.programs()).unwrap_or_default()
 }
 
+/// `print!` that ignores a closed stdout (`tessera report … | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `println!` that ignores a closed stdout.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// A user error: printed as is, exit status 2.
 struct BadInput(String);
 
@@ -109,6 +143,22 @@ fn load(path: &Path) -> Result<(SweepSpec, String), BadInput> {
     if !programs.is_empty() {
         check_program(&spec, &programs)
             .map_err(|p| BadInput(p.locate(&file, &text).to_string()))?;
+    }
+    if let Some(d) = &spec.dataset {
+        let base = path.parent().unwrap_or(Path::new("."));
+        if !base.join(&d.path).is_file() {
+            let shown = if base.as_os_str().is_empty() {
+                "."
+            } else {
+                base.to_str().unwrap_or(".")
+            };
+            let p = tessera_core::spec::Problem::new(
+                &["dataset", "path"],
+                format!("dataset file `{}` does not exist", d.path),
+                format!("paths are relative to the sweep file's folder ({shown})"),
+            );
+            return Err(BadInput(p.locate(&file, &text).to_string()));
+        }
     }
     Ok((spec, text))
 }
@@ -137,15 +187,18 @@ fn describe(p: &Progress, metric: &str) -> String {
     )
 }
 
-async fn cmd_run(
-    sweep: PathBuf,
-    out: Option<PathBuf>,
-    workers: Option<usize>,
-    resume: bool,
-    top: usize,
-    quiet: bool,
-    flush_trials: Option<usize>,
-) -> Result<(), Failure> {
+async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
+    let RunArgs {
+        sweep,
+        out,
+        workers,
+        resume,
+        top,
+        quiet,
+        metrics_addr,
+        metrics_linger,
+        flush_trials,
+    } = args;
     let (spec, source) = load(&sweep).map_err(Failure::Input)?;
     let Some(executor) = executor() else {
         return Err(Failure::Input(BadInput("this tessera was built without the embedded worker (feature `worker`); use a full build".into())));
@@ -164,8 +217,9 @@ async fn cmd_run(
         }
         (None, false) => default_out(spec.results.as_deref(), &spec.name),
     };
-    let workers =
-        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = workers
+        .map(|w| w as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let base_dir = sweep.parent().map(Path::to_path_buf).unwrap_or_default();
     let base_dir = if base_dir.as_os_str().is_empty() {
         PathBuf::from(".")
@@ -181,6 +235,18 @@ async fn cmd_run(
             spec.trials,
             out.display()
         );
+    }
+    if let Some(addr) = metrics_addr {
+        let bound = tessera_orchestrator::metrics::serve(addr)
+            .await
+            .map_err(|e| {
+                Failure::Input(BadInput(format!(
+                    "cannot serve metrics on {addr}: {e}; pick a free address with --metrics-addr"
+                )))
+            })?;
+        if !quiet {
+            eprintln!("tessera: metrics at http://{bound}/metrics");
+        }
     }
     let bar = progress_bar(spec.trials, quiet);
     bar.set_message("starting");
@@ -212,6 +278,9 @@ async fn cmd_run(
         flush,
     };
     let result = run_sweep(opts).await;
+    if metrics_linger > 0 && metrics_addr.is_some() {
+        tokio::time::sleep(Duration::from_secs(metrics_linger)).await;
+    }
     ui.abort();
     bar.finish_and_clear();
     let result = result.map_err(|e| match e {
@@ -226,8 +295,17 @@ async fn cmd_run(
         );
     }
     let report = build_report(&out, top).map_err(|e| Failure::Run(e.to_string()))?;
-    print!("{}", report.render());
-    println!("\nresults: {}  (tessera report {0})", out.display());
+    out!("{}", report.render());
+    outln!("\nresults: {}  (tessera report {0})", out.display());
+    if p.failed > 0 {
+        // Like Ray Tune: a sweep with failed trials is not a success, for scripts and CI.
+        return Err(Failure::Run(format!(
+            "{} of {} trials failed; their errors are in the `error` column (tessera report {})",
+            p.failed,
+            p.total,
+            out.display()
+        )));
+    }
     Ok(())
 }
 
@@ -236,7 +314,7 @@ enum Failure {
     Run(String),
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -244,18 +322,26 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let builder = builder.with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let result: Result<(), Failure> = match cli.command {
         Command::Schema => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&tessera_core::spec::json_schema())
                     .unwrap_or_default()
@@ -264,27 +350,27 @@ fn main() -> ExitCode {
         }
         Command::Programs => {
             for p in programs() {
-                println!("{}: {}", p.name, p.description);
-                println!("  reports: {}", p.metrics.join(", "));
+                outln!("{}: {}", p.name, p.description);
+                outln!("  reports: {}", p.metrics.join(", "));
                 for h in &p.params {
                     let default = h
                         .default
                         .as_ref()
                         .map_or(String::new(), |d| format!(" (default {d})"));
-                    println!(
+                    outln!(
                         "  {:<14} {:<6} {}{default}",
                         h.name,
                         format!("{:?}", h.kind).to_lowercase(),
                         h.help
                     );
                 }
-                println!();
+                outln!();
             }
             Ok(())
         }
         Command::Validate { sweep } => load(&sweep)
             .map(|(spec, _)| {
-                println!(
+                outln!(
                     "{}: ok ({} sweep of {} trials, program {})",
                     sweep.display(),
                     spec.kind.as_str(),
@@ -295,20 +381,12 @@ fn main() -> ExitCode {
             .map_err(Failure::Input),
         Command::Report { dir, top } => match build_report(&dir, top) {
             Ok(r) => {
-                print!("{}", r.render());
+                out!("{}", r.render());
                 Ok(())
             }
             Err(e) => Err(Failure::Input(BadInput(e.to_string()))),
         },
-        Command::Run {
-            sweep,
-            out,
-            workers,
-            resume,
-            top,
-            quiet,
-            flush_trials,
-        } => {
+        Command::Run(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -319,15 +397,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(cmd_run(
-                sweep,
-                out,
-                workers,
-                resume,
-                top,
-                quiet,
-                flush_trials,
-            ))
+            runtime.block_on(cmd_run(args))
         }
     };
     match result {

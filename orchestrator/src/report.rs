@@ -221,6 +221,16 @@ pub fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
     let metric = spec.objective.metric.clone();
     let goal = spec.objective.goal;
     if rows == 0 {
+        let journal =
+            std::fs::read_to_string(dir.join(crate::run::JOURNAL_FILE)).unwrap_or_default();
+        let pending = journal.matches("\"type\":\"finished\"").count();
+        if pending > 0 {
+            return Err(ReportError::NotARun(format!(
+                "{} has no trial in Parquet yet, but its journal holds {pending} finished trials: the run was stopped before writing them; finish it with `tessera run SWEEP.yaml --out {} --resume`",
+                dir.display(),
+                dir.display()
+            )));
+        }
         return Ok(Report {
             spec,
             counts: Vec::new(),

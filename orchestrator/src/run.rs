@@ -192,8 +192,15 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
         .seed
         .unwrap_or_else(|| rng::mix64(crate::actors::now_ms() as u64));
     let (core, pending) =
-        SweepCore::restore(spec, dataset, fresh_seed, journal, state, max_concurrent)
-            .map_err(|e| RunError::Sweep(e.to_string()))?;
+        SweepCore::restore(spec, dataset, fresh_seed, journal, state, max_concurrent).map_err(
+            |e| match e {
+                crate::actors::sweep::SweepError::Mismatch(m) => RunError::Usage(format!(
+                    "{m} (the original is {})",
+                    out.join(SPEC_FILE).display()
+                )),
+                other => RunError::Sweep(other.to_string()),
+            },
+        )?;
     tracing::info!(seed = core.seed(), out = %out.display(), workers, "sweep starting");
 
     let spawn_err = |e: ractor::SpawnErr| RunError::Sweep(format!("cannot start an actor: {e}"));

@@ -214,6 +214,13 @@ async fn an_existing_run_needs_resume_and_a_finished_one_resumes_to_nothing() {
     let changed = synthetic("random", "{ trials: 5 }", "  sleep_ms: 1\n");
     let err = run(&changed, &out, 2, true).await.unwrap_err();
     assert!(err.to_string().contains("sweep file changed"), "{err}");
+    // So is a changed seed, and the refusal is a usage error.
+    let reseeded = yaml.replace("seed: 3", "seed: 4");
+    let err = run(&reseeded, &out, 2, true).await.unwrap_err();
+    assert!(
+        matches!(err, RunError::Usage(_)) && err.to_string().contains("sweep.yaml"),
+        "{err}"
+    );
 }
 
 fn digits_yaml(asha: bool) -> String {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use tessera_core::Decision;
@@ -11,6 +11,7 @@ use tessera_core::program::{ProgramInfo, TrialExecutor, TrialReporter};
 use tessera_core::trial::{DatasetRef, MetricValues, TrialAssignment};
 use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, Split, train_mlp};
 
+use crate::metrics::{SAMPLES_PER_SECOND, STEP_DURATION};
 use crate::params::ParamReader;
 use crate::programs::{MLP, SYNTHETIC, program_infos};
 
@@ -33,6 +34,9 @@ impl Default for BurnExecutor {
 impl BurnExecutor {
     /// An executor training on `device`.
     pub fn new(device: Device) -> Self {
+        crate::metrics::INFO
+            .with_label_values(&["flex", "cpu", env!("CARGO_PKG_VERSION")])
+            .set(1);
         Self {
             device,
             programs: program_infos(),
@@ -87,7 +91,15 @@ impl BurnExecutor {
         };
         let dataset = a.dataset.as_ref().ok_or("mlp-classifier needs a dataset")?;
         let split = self.split(dataset)?;
+        let rows = split.train.len() as f64;
+        let mut last = Instant::now();
         train_mlp(&cfg, &split, a.request.seed, &self.device, &mut |m| {
+            let secs = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            STEP_DURATION.with_label_values(&[MLP]).observe(secs);
+            SAMPLES_PER_SECOND
+                .with_label_values(&[MLP])
+                .set(rows / secs.max(1e-9));
             let metrics: MetricValues = [
                 ("train_loss".to_owned(), m.train_loss),
                 ("train_accuracy".to_owned(), m.train_accuracy),
@@ -121,9 +133,13 @@ impl BurnExecutor {
         }
         let base = (x - 0.3).powi(2) + (y + 0.2).powi(2);
         for step in 1..=steps {
+            let t = Instant::now();
             if sleep_ms > 0 {
                 std::thread::sleep(Duration::from_millis(sleep_ms));
             }
+            STEP_DURATION
+                .with_label_values(&[SYNTHETIC])
+                .observe(t.elapsed().as_secs_f64());
             let loss = base + 1.0 / step as f64;
             let metrics: MetricValues = [("loss".to_owned(), loss), ("score".to_owned(), -loss)]
                 .into_iter()

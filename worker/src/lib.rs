@@ -7,6 +7,7 @@
 //! metrics through the reporter it is given and returns.
 
 mod executor;
+pub mod metrics;
 mod params;
 mod programs;
 

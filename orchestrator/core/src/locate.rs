@@ -105,6 +105,52 @@ pub fn locate(source: &str, path: &[PathStep]) -> Option<(usize, usize)> {
     Some(at)
 }
 
+/// The first key that appears twice in one mapping: (line, column, key) of the second.
+pub fn duplicate_key(source: &str) -> Option<(usize, usize, String)> {
+    let mut parser = Parser::new_from_str(source);
+    // One set of keys per open mapping; `None` marks an open sequence. `expect_key`
+    // tracks whether the next scalar in the innermost mapping is a key.
+    let mut stack: Vec<Option<(Vec<String>, bool)>> = Vec::new();
+    loop {
+        let (ev, mark) = parser.next_token().ok()?;
+        let is_key = matches!(stack.last(), Some(Some((_, true))));
+        match ev {
+            Event::StreamEnd => return None,
+            Event::MappingStart(..) => {
+                flip(&mut stack, is_key);
+                stack.push(Some((Vec::new(), true)));
+            }
+            Event::SequenceStart(..) => {
+                flip(&mut stack, is_key);
+                stack.push(None);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            Event::Scalar(s, ..) => {
+                if let Some(Some((keys, expect))) = stack.last_mut() {
+                    if *expect {
+                        if keys.contains(&s) {
+                            return Some((mark.line(), mark.col() + 1, s));
+                        }
+                        keys.push(s);
+                    }
+                    *expect = !*expect;
+                }
+            }
+            Event::Alias(_) => flip(&mut stack, is_key),
+            _ => {}
+        }
+    }
+}
+
+/// After a complex value in a mapping, the next scalar is a key again.
+fn flip(stack: &mut [Option<(Vec<String>, bool)>], _was_key: bool) {
+    if let Some(Some((_, expect))) = stack.last_mut() {
+        *expect = !*expect;
+    }
+}
+
 fn build(events: &[(Event, (usize, usize))], pos: &mut usize) -> Option<Located> {
     let (ev, at) = events.get(*pos)?;
     let at = *at;
@@ -175,6 +221,21 @@ mod tests {
         assert_eq!(
             locate(DOC, &["space".into(), "depth".into(), "choice".into()]),
             Some((5, 5))
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_where_they_repeat() {
+        assert_eq!(duplicate_key(DOC), None);
+        let dup = "space:\n  x: 1\n  y: { a: [1, 2], b: 2 }\n  x: 2\n";
+        assert_eq!(duplicate_key(dup), Some((4, 3, "x".into())));
+        assert_eq!(
+            duplicate_key("a: 1\nb: [1, 1]\na: 2\n"),
+            Some((3, 1, "a".into()))
+        );
+        assert_eq!(
+            duplicate_key("a: { x: 1, x: 2 }\n"),
+            Some((1, 12, "x".into()))
         );
     }
 

@@ -25,6 +25,10 @@ pub struct ParamInfo {
     pub default: Option<ParamValue>,
     /// Allowed strings, for string parameters.
     pub options: &'static [&'static str],
+    /// Smallest allowed value, for numeric parameters (inclusive).
+    pub min: Option<f64>,
+    /// Largest allowed value, for numeric parameters (inclusive).
+    pub max: Option<f64>,
     /// One line on what it does.
     pub help: &'static str,
 }
@@ -93,6 +97,23 @@ pub fn check_program(spec: &SweepSpec, programs: &[ProgramInfo]) -> Result<(), P
                 p.help,
             ));
         }
+        let numbers: Vec<f64> = match domain {
+            Domain::Float { low, high, .. } => vec![*low, *high],
+            Domain::Int { low, high, .. } => vec![*low as f64, *high as f64],
+            Domain::Choice(v) => v.iter().filter_map(ParamValue::as_f64).collect(),
+            Domain::Fixed(v) => v.as_f64().into_iter().collect(),
+        };
+        for x in numbers {
+            if p.min.is_some_and(|m| x < m) || p.max.is_some_and(|m| x > m) {
+                let lo = p.min.map_or("-inf".to_owned(), |v| v.to_string());
+                let hi = p.max.map_or("inf".to_owned(), |v| v.to_string());
+                return Err(Problem::new(
+                    &["space", name],
+                    format!("`{name}` must lie in [{lo}, {hi}], the sweep allows {x}"),
+                    p.help,
+                ));
+            }
+        }
         if !p.options.is_empty() {
             let values = match domain {
                 Domain::Choice(v) => v.clone(),
@@ -116,6 +137,18 @@ pub fn check_program(spec: &SweepSpec, programs: &[ProgramInfo]) -> Result<(), P
             format!(
                 "program `{}` does not report `{}`",
                 info.name, spec.objective.metric
+            ),
+            format!("it reports: {}", info.metrics.join(", ")),
+        ));
+    }
+    if let Some(crate::spec::EarlyStoppingSpec::Asha(a)) = &spec.early_stopping
+        && !info.metrics.contains(&a.metric.as_str())
+    {
+        return Err(Problem::new(
+            &["early_stopping", "asha", "metric"],
+            format!(
+                "program `{}` does not report `{}`, so ASHA could never stop a trial",
+                info.name, a.metric
             ),
             format!("it reports: {}", info.metrics.join(", ")),
         ));

@@ -205,7 +205,36 @@ impl Domain {
         }
     }
 
-    /// The values a grid sweep takes along this axis, in order.
+    /// The number of values a grid sweep takes along this axis (saturating).
+    pub fn grid_len(&self) -> u64 {
+        match self {
+            Domain::Float { grid, .. } => u64::from(grid.unwrap_or(1).max(1)),
+            Domain::Int {
+                low,
+                high,
+                grid: None,
+                ..
+            } => (high.abs_diff(*low)).saturating_add(1),
+            Domain::Int { .. } => self.grid_values().len() as u64,
+            Domain::Choice(values) => values.len() as u64,
+            Domain::Fixed(_) => 1,
+        }
+    }
+
+    /// The `i`-th grid value along this axis (`i < grid_len()`), without listing them all.
+    pub fn grid_value(&self, i: u64) -> ParamValue {
+        match self {
+            Domain::Int {
+                low, grid: None, ..
+            } => ParamValue::Int(low.saturating_add(i as i64)),
+            Domain::Choice(values) => values[i as usize].clone(),
+            Domain::Fixed(v) => v.clone(),
+            _ => self.grid_values()[i as usize].clone(),
+        }
+    }
+
+    /// The values a grid sweep takes along this axis, in order (bounded axes only: an
+    /// integer range without `grid` lists every integer).
     pub fn grid_values(&self) -> Vec<ParamValue> {
         match self {
             Domain::Float {
@@ -291,22 +320,17 @@ impl SearchSpace {
     pub fn grid_size(&self) -> u64 {
         self.params
             .values()
-            .map(|d| d.grid_values().len() as u64)
+            .map(Domain::grid_len)
             .fold(1u64, u64::saturating_mul)
     }
 
     /// The `index`-th point of the grid (mixed radix, the last name varying fastest).
     pub fn grid_point(&self, index: u64) -> Params {
-        let axes: Vec<(&String, Vec<ParamValue>)> = self
-            .params
-            .iter()
-            .map(|(n, d)| (n, d.grid_values()))
-            .collect();
         let mut rest = index;
         let mut out = Params::new();
-        for (name, values) in axes.iter().rev() {
-            let n = values.len() as u64;
-            out.insert((*name).clone(), values[(rest % n) as usize].clone());
+        for (name, domain) in self.params.iter().rev() {
+            let n = domain.grid_len().max(1);
+            out.insert(name.clone(), domain.grid_value(rest % n));
             rest /= n;
         }
         out

@@ -15,6 +15,9 @@ use crate::space::{Domain, ParamValue, Scale, SearchSpace};
 /// The sweep-file version this build reads.
 pub const SPEC_VERSION: u32 = 1;
 
+/// The most trials one sweep may ask for.
+pub const MAX_TRIALS: u64 = 10_000_000;
+
 /// Column names of the trials table that hyperparameters may not take.
 pub const RESERVED_COLUMNS: &[&str] = &[
     "trial_id",
@@ -389,6 +392,15 @@ impl Problem {
 
 /// Parses and validates a sweep file's text. `file` is used in error messages only.
 pub fn parse_sweep(file: &str, source: &str) -> Result<SweepSpec, SpecError> {
+    if let Some((line, column, key)) = crate::locate::duplicate_key(source) {
+        return Err(SpecError {
+            file: file.to_owned(),
+            line,
+            column,
+            message: format!("duplicate key `{key}`"),
+            hint: "each key may appear once in a mapping; remove or rename one".to_owned(),
+        });
+    }
     let raw: RawSweep = serde_yaml::from_str(source).map_err(|e| yaml_error(file, source, &e))?;
     raw.validate().map_err(|p| p.locate(file, source))
 }
@@ -405,6 +417,8 @@ fn yaml_error(file: &str, source: &str, e: &serde_yaml::Error) -> SpecError {
     }
     let hint = if source.trim().is_empty() {
         "the file is empty: start from configs/quickstart.yaml".to_owned()
+    } else if message.contains("cannot start any token") && source.contains('\t') {
+        "YAML does not allow tabs for indentation; indent with spaces".to_owned()
     } else if message.contains("unknown field") {
         "remove the field or fix its spelling; `tessera schema` prints every field".to_owned()
     } else if message.contains("missing field") {
@@ -570,6 +584,23 @@ impl RawSweep {
                 }
             },
         };
+        if trials > MAX_TRIALS {
+            let what = if self.kind == SweepKind::Grid {
+                "the grid has"
+            } else {
+                "budget.trials asks for"
+            };
+            let at: &[&str] = if self.kind == SweepKind::Grid {
+                &["space"]
+            } else {
+                &["budget", "trials"]
+            };
+            return Err(Problem::new(
+                at,
+                format!("{what} {trials} trials, more than the {MAX_TRIALS} one sweep may run"),
+                "use fewer grid points or trials, or split the sweep",
+            ));
+        }
         if trials == 0 {
             return Err(Problem::new(
                 &["budget", "trials"],

@@ -45,6 +45,8 @@ pub struct SlotView {
     pub name: String,
     /// Free slots.
     pub free: u32,
+    /// All its slots.
+    pub capacity: u32,
 }
 
 /// Places queued attempts (by the slots each needs) on workers' free slots, in queue
@@ -73,6 +75,7 @@ pub fn place(needs: &[u32], workers: &[SlotView]) -> Vec<(usize, usize)> {
 pub struct SchedulerActor;
 
 struct Queued {
+    queued_at: std::time::Instant,
     assignment: TrialAssignment,
     slots: u32,
     sweep: ActorRef<SweepMsg>,
@@ -86,6 +89,18 @@ pub struct SchedulerState {
 }
 
 impl SchedulerState {
+    fn export(&self) {
+        use crate::metrics::{QUEUE_DEPTH, SLOTS, WORKERS_CONNECTED};
+        QUEUE_DEPTH.set(self.queue.len() as i64);
+        WORKERS_CONNECTED.set(self.workers.len() as i64);
+        let free: u32 = self.workers.iter().map(|(v, _)| v.free).sum();
+        let total: u32 = self.workers.iter().map(|(v, _)| v.capacity).sum();
+        SLOTS.with_label_values(&["free"]).set(i64::from(free));
+        SLOTS
+            .with_label_values(&["used"])
+            .set(i64::from(total.saturating_sub(free)));
+    }
+
     fn dispatch(&mut self) {
         if self.queue.is_empty() {
             return;
@@ -97,6 +112,9 @@ impl SchedulerState {
         for &(qi, wi) in &placed {
             taken[qi] = true;
             let q = &self.queue[qi];
+            crate::metrics::SCHEDULING_LATENCY
+                .with_label_values(&[] as &[&str])
+                .observe(q.queued_at.elapsed().as_secs_f64());
             self.workers[wi].0.free -= q.slots;
             let _ = self.workers[wi].1.cast(WorkerMsg::Run {
                 assignment: q.assignment.clone(),
@@ -139,7 +157,17 @@ impl Actor for SchedulerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SchedulerMsg::AddWorker { name, slots, actor } => {
-                state.workers.push((SlotView { name, free: slots }, actor));
+                crate::metrics::HEARTBEAT_MISSES
+                    .with_label_values(&[&name])
+                    .inc_by(0);
+                state.workers.push((
+                    SlotView {
+                        name,
+                        free: slots,
+                        capacity: slots,
+                    },
+                    actor,
+                ));
             }
             SchedulerMsg::Submit {
                 assignment,
@@ -147,6 +175,7 @@ impl Actor for SchedulerActor {
                 sweep,
             } => {
                 state.queue.push_back(Queued {
+                    queued_at: std::time::Instant::now(),
                     assignment,
                     slots,
                     sweep,
@@ -159,6 +188,7 @@ impl Actor for SchedulerActor {
             }
         }
         state.dispatch();
+        state.export();
         Ok(())
     }
 }
@@ -173,6 +203,7 @@ mod tests {
             .map(|(i, f)| SlotView {
                 name: format!("w{i}"),
                 free: *f,
+                capacity: *f,
             })
             .collect()
     }

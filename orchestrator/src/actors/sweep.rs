@@ -21,6 +21,7 @@ use super::now_ms;
 use super::scheduler::SchedulerMsg;
 use super::writer::WriterMsg;
 use crate::journal::{Journal, JournalState, Record};
+use crate::metrics;
 use crate::store::{MetricRow, TrialRow};
 
 /// Messages the sweep actor handles.
@@ -151,10 +152,9 @@ pub enum SweepError {
 }
 
 fn spec_hash(spec: &SweepSpec) -> String {
-    // Seed and concurrency may differ on resume (the seed is journaled, concurrency
-    // changes no trial); everything else must match.
+    // Concurrency may differ on resume (it changes no trial); everything else, the seed
+    // as written included, must match. A drawn seed is journaled, not hashed.
     let mut s = spec.clone();
-    s.seed = None;
     s.concurrent = None;
     let text = serde_json::to_string(&s).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -197,6 +197,16 @@ impl SweepCore {
         };
         let mut spec = spec;
         spec.seed = Some(seed);
+        // Export every labelled series of this sweep from the start, at zero, so rates
+        // and alerts work before the first event.
+        for status in ["finished", "stopped", "failed"] {
+            metrics::TRIALS_COMPLETED
+                .with_label_values(&[spec.name.as_str(), status])
+                .inc_by(0);
+        }
+        metrics::ATTEMPTS_RETRIED
+            .with_label_values(&[spec.name.as_str()])
+            .inc_by(0);
         let mut searcher = tessera_core::searcher_for(&spec);
         let outcomes: Vec<TrialOutcome> = state
             .finished
@@ -283,6 +293,23 @@ impl SweepCore {
         }
     }
 
+    /// Sets the trials-by-state gauges from the counts.
+    pub fn export_gauges(&self) {
+        let p = &self.progress;
+        let pending = p.total.saturating_sub(p.done() + p.running);
+        for (state, v) in [
+            ("pending", pending),
+            ("running", p.running),
+            ("finished", p.finished),
+            ("stopped", p.stopped),
+            ("failed", p.failed),
+        ] {
+            metrics::TRIALS_BY_STATE
+                .with_label_values(&[self.spec.name.as_str(), state])
+                .set(v as i64);
+        }
+    }
+
     fn start(&mut self, request: TrialRequest, attempt: u32) -> TrialAssignment {
         self.running.insert(
             request.trial_id,
@@ -307,7 +334,12 @@ impl SweepCore {
     /// Asks the searcher for trials until the concurrency limit is reached.
     fn fill(&mut self, fx: &mut Effects) -> Result<(), SweepError> {
         while !self.exhausted && (self.running.len() as u64) < self.max_concurrent {
-            match self.searcher.ask() {
+            let t = Instant::now();
+            let ask = self.searcher.ask();
+            metrics::SEARCHER_ASK
+                .with_label_values(&[&self.spec.name])
+                .observe(t.elapsed().as_secs_f64());
+            match ask {
                 Ask::Trial(request) => {
                     self.journal.append(&Record::Issued {
                         request: request.clone(),
@@ -357,6 +389,7 @@ impl SweepCore {
         if r.attempt != attempt {
             return Ok(Decision::Stop);
         }
+        metrics::REPORTS.inc();
         let at_ms = now_ms();
         for (name, value) in &metrics {
             r.metrics.push(MetricRow {
@@ -412,14 +445,17 @@ impl SweepCore {
                     error: e.clone(),
                 })?;
                 self.progress.retries += 1;
-                tracing::warn!(trial_id, attempt, error = %e, "trial attempt failed; retrying");
+                metrics::ATTEMPTS_RETRIED
+                    .with_label_values(&[&self.spec.name])
+                    .inc();
+                tracing::warn!(sweep = %self.spec.name, trial_id, attempt, error = %e, "trial attempt failed; retrying");
                 fx.submit.push(self.start(r.request, attempt + 1));
                 return Ok(fx);
             }
             Err(e) => (TrialStatus::Failed, Some(e.clone())),
         };
         if let Some(e) = &error {
-            tracing::warn!(trial_id, attempt, error = %e, "trial failed");
+            tracing::warn!(sweep = %self.spec.name, trial_id, attempt, error = %e, "trial failed");
         }
         let row = TrialRow {
             trial_id,
@@ -441,6 +477,18 @@ impl SweepCore {
         crate::fault::point("after_finished");
         count(&mut self.progress, &row, self.spec.objective.goal);
         self.progress.finished_here += 1;
+        metrics::TRIALS_COMPLETED
+            .with_label_values(&[&self.spec.name, status.as_str()])
+            .inc();
+        metrics::TRIAL_DURATION
+            .with_label_values(&[&self.spec.name])
+            .observe((row.finished_at_ms - row.started_at_ms) as f64 / 1000.0);
+        if let Some((_, best)) = self.progress.best {
+            metrics::BEST_OBJECTIVE
+                .with_label_values(&[&self.spec.name, &self.spec.objective.metric])
+                .set(best);
+        }
+        tracing::info!(sweep = %self.spec.name, trial_id, attempt, status = status.as_str(), objective = ?row.objective, steps = row.steps, "trial recorded");
         self.total_steps += row.steps;
         self.searcher.tell(&TrialOutcome {
             trial_id,
@@ -529,6 +577,7 @@ impl SweepState {
         if fx.flush {
             let _ = self.writer.cast(WriterMsg::Flush);
         }
+        self.core.export_gauges();
         self.progress.send_replace(self.core.progress.clone());
         if fx.complete {
             tracing::info!(

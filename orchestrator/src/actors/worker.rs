@@ -117,6 +117,8 @@ impl Actor for WorkerActor {
                 let executor = state.executor.clone();
                 let worker = state.name.clone();
                 let runtime = tokio::runtime::Handle::current();
+                let running = crate::metrics::WORKER_TRIALS_RUNNING.with_label_values(&[&worker]);
+                running.inc();
                 tokio::task::spawn_blocking(move || {
                     let started_at_ms = now_ms();
                     let mut reporter = ActorReporter {
@@ -126,6 +128,7 @@ impl Actor for WorkerActor {
                         runtime,
                     };
                     let result = run_attempt(executor.as_ref(), &assignment, &mut reporter);
+                    running.dec();
                     let _ = sweep.cast(SweepMsg::AttemptEnded {
                         trial_id: assignment.request.trial_id,
                         attempt: assignment.attempt,

@@ -70,8 +70,19 @@ impl WriterState {
             return;
         }
         let part = self.next_part;
+        let t = std::time::Instant::now();
         match self.store.write_part(part, &self.trials, &self.metrics) {
             Ok(()) => {
+                use crate::metrics::{PARQUET_WRITE, ROWS_WRITTEN};
+                PARQUET_WRITE
+                    .with_label_values(&[] as &[&str])
+                    .observe(t.elapsed().as_secs_f64());
+                ROWS_WRITTEN
+                    .with_label_values(&[crate::store::TRIALS])
+                    .inc_by(self.trials.len() as u64);
+                ROWS_WRITTEN
+                    .with_label_values(&[crate::store::METRICS])
+                    .inc_by(self.metrics.len() as u64);
                 crate::fault::point("after_part_written");
                 self.next_part += 1;
                 let ids: Vec<TrialId> = self.trials.iter().map(|r| r.trial_id).collect();

@@ -1,0 +1,347 @@
+//! Observability against real parts: a real Prometheus server (Debian's `prometheus`,
+//! installed by `.ci/run`) scrapes a real `tessera run` process; its query API must show
+//! what the sweep did. The shipped alert rules pass `promtool check rules`, and every
+//! metric the rules and the Grafana dashboard name is one Tessera exports.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The path of a tool, or None (then the test is skipped, loudly; CI must have it).
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install `{name}` (apt-get install prometheus)"
+        );
+        eprintln!(
+            "SKIPPED: `{name}` is not installed; `bash .ci/run` installs it (apt-get install prometheus)"
+        );
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of an instant query with one result, if Prometheus has it.
+fn query(port: u16, q: &str) -> Option<f64> {
+    let body = http_get(port, &format!("/api/v1/query?query={}", encode(q)))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let result = v["data"]["result"].as_array()?;
+    result.first()?["value"][1].as_str()?.parse().ok()
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_what_the_sweep_did() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (tessera_port, prom_port) = (free_port(), free_port());
+    let sweep = dir.path().join("prom.yaml");
+    std::fs::write(
+        &sweep,
+        "version: 1\nname: prom\nkind: random\nseed: 2\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\n  y: { float: [-1, 1] }\n  reports: 3\n  sleep_ms: 20\n  fail_attempts: { int: [0, 1] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 30, max_attempts: 2 }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let tessera = Kill(
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "run",
+                sweep.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--workers",
+                "2",
+                "--quiet",
+            ])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{tessera_port}"),
+                "--metrics-linger",
+                "120",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tessera\n    static_configs:\n      - targets: ['127.0.0.1:{tessera_port}']\n"),
+    )
+    .unwrap();
+    let _prom = Kill(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("prometheus to be ready", Duration::from_secs(60), || {
+        http_get(prom_port, "/-/ready").is_some()
+    });
+    // The sweep ends; Prometheus keeps scraping the lingering process.
+    wait_for("the sweep to finish", Duration::from_secs(120), || {
+        out.join("journal.jsonl").exists()
+            && std::fs::read_to_string(out.join("journal.jsonl"))
+                .unwrap_or_default()
+                .contains("\"type\":\"completed\"")
+    });
+    let q = r#"sum(tessera_trials_completed_total{job="tessera",sweep="prom"})"#;
+    wait_for(
+        "Prometheus to see 30 recorded trials",
+        Duration::from_secs(60),
+        || query(prom_port, q) == Some(30.0),
+    );
+
+    let parquet_rows = tessera_orchestrator::store::read_table(&out, "trials")
+        .unwrap()
+        .height() as f64;
+    assert_eq!(
+        query(prom_port, q),
+        Some(parquet_rows),
+        "the counter equals the rows in Parquet"
+    );
+    let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap();
+    let retries = journal.matches("\"type\":\"retry\"").count() as f64;
+    assert!(retries > 0.0, "the sweep had retries to count");
+    assert_eq!(
+        query(
+            prom_port,
+            r#"sum(tessera_trial_attempts_retried_total{sweep="prom"})"#
+        ),
+        Some(retries)
+    );
+    assert_eq!(
+        query(
+            prom_port,
+            r#"tessera_trials{sweep="prom",state="finished"}"#
+        ),
+        Some(30.0)
+    );
+    assert_eq!(
+        query(prom_port, r#"tessera_trials{sweep="prom",state="running"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        query(
+            prom_port,
+            r#"tessera_parquet_rows_written_total{table="trials"}"#
+        ),
+        Some(30.0)
+    );
+    assert_eq!(
+        query(
+            prom_port,
+            r#"tessera_parquet_rows_written_total{table="metrics"}"#
+        ),
+        Some(30.0 * 3.0 * 2.0)
+    );
+    assert_eq!(query(prom_port, "tessera_workers_connected"), Some(2.0));
+    assert_eq!(
+        query(prom_port, r#"tessera_worker_info{backend="flex"}"#),
+        Some(1.0)
+    );
+    // Failing attempts fail before their first step; every recorded trial reported 3.
+    assert_eq!(
+        query(
+            prom_port,
+            r#"sum(tessera_worker_step_duration_seconds_count{program="synthetic"})"#
+        ),
+        Some(30.0 * 3.0)
+    );
+    assert!(query(prom_port, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));
+    let best = query(prom_port, r#"tessera_best_objective{sweep="prom"}"#).unwrap();
+    assert!(best > 0.0 && best < 2.5, "{best}");
+    drop(tessera);
+}
+
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        let starts = (rest.starts_with("tessera_") || rest.starts_with("process_"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'));
+        if starts {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.insert(rest[..end].to_owned());
+            i += end;
+        } else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    names
+}
+
+fn exported() -> String {
+    // A short real sweep so every labelled family has children, then the exposition.
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("names.yaml");
+    let digits = root().join("experiments/data/digits/digits.parquet");
+    std::fs::write(
+        &sweep,
+        format!(
+            "version: 1\nname: names\nkind: random\nprogram: mlp-classifier\ndataset: {{ path: {} }}\nspace:\n  epochs: 1\n  lr: 0.01\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 4 }}\n",
+            digits.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Kill(
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "run",
+                sweep.to_str().unwrap(),
+                "--out",
+                dir.path().join("run").to_str().unwrap(),
+                "--quiet",
+            ])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-linger",
+                "60",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut text = String::new();
+    wait_for("the sweep's metrics", Duration::from_secs(60), || {
+        text = http_get(port, "/metrics").unwrap_or_default();
+        text.contains("tessera_trials_completed_total{")
+    });
+    let _ = child.0.kill();
+    text
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_rules_and_dashboard_use_exported_metrics() {
+    let rules = root().join("charts/monitoring/alerts.yaml");
+    let dashboard = root().join("charts/monitoring/grafana-dashboard.json");
+    if let Some(promtool) = tool("promtool") {
+        let o = Command::new(promtool)
+            .args(["check", "rules", rules.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    let exposition = exported();
+    let exported: BTreeSet<String> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_owned())
+        .collect();
+    for file in [&rules, &dashboard] {
+        let text = std::fs::read_to_string(file).unwrap();
+        let used = metric_names(&text);
+        assert!(used.len() >= 5, "{}: {used:?}", file.display());
+        let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} names metrics Tessera does not export: {missing:?}",
+            file.display()
+        );
+    }
+    let _: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard).unwrap()).unwrap();
+    assert!(Path::new(&dashboard).exists());
+}
+
+#[test]
+fn metrics_follow_prometheus_naming_conventions() {
+    let text = exported();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split_whitespace().skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        assert!(
+            name.starts_with("tessera_") || name.starts_with("process_"),
+            "{name}"
+        );
+        if kind == "counter" {
+            assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            );
+        }
+        if kind == "histogram" {
+            assert!(
+                name.ends_with("_seconds"),
+                "histogram {name} must be in seconds"
+            );
+        }
+        assert!(!text.contains("trial_id="), "no per-trial labels");
+    }
+}
