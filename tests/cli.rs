@@ -201,3 +201,42 @@ fn a_sweep_with_failed_trials_exits_1_but_keeps_its_results() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("8 trials recorded"));
 }
+
+#[test]
+fn json_logs_carry_the_sweep_and_trial_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("j.yaml");
+    std::fs::write(
+        &sweep,
+        "version: 1\nname: jsonlogs\nkind: random\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 3 }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = tessera()
+        .args([
+            "--log-format",
+            "json",
+            "-v",
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let recorded: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["message"] == "trial recorded")
+        .collect();
+    assert_eq!(recorded.len(), 3, "{lines:?}");
+    for v in recorded {
+        assert_eq!(v["sweep"], "jsonlogs");
+        assert!(v["trial_id"].is_u64() && v["level"] == "INFO", "{v}");
+    }
+}

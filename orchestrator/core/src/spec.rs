@@ -126,7 +126,7 @@ impl Goal {
 /// `{ int: [low, high], scale: linear|log, grid: N }`, `{ choice: [a, b, …] }`, or a plain
 /// scalar for a fixed value.
 #[derive(Debug, Clone, JsonSchema)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 #[allow(dead_code)]
 enum ParamSchema {
     /// A real range.
@@ -152,8 +152,21 @@ enum ParamSchema {
         /// The values.
         choice: Vec<serde_json::Value>,
     },
-    /// A fixed value.
-    Fixed(serde_json::Value),
+    /// A fixed value: a number, a string or a boolean.
+    Fixed(FixedValue),
+}
+
+/// A fixed hyperparameter value.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum FixedValue {
+    /// A number.
+    Number(f64),
+    /// A string.
+    Text(String),
+    /// A boolean.
+    Flag(bool),
 }
 
 fn space_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
