@@ -200,6 +200,7 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
         flush_trials,
     } = args;
     let (spec, source) = load(&sweep).map_err(Failure::Input)?;
+    let seed_drawn = spec.seed.is_none();
     let Some(executor) = executor() else {
         return Err(Failure::Input(BadInput("this tessera was built without the embedded worker (feature `worker`); use a full build".into())));
     };
@@ -292,6 +293,12 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
         eprintln!(
             "tessera: done: {} finished, {} stopped early, {} failed ({} retried attempts), {} training steps",
             p.finished, p.stopped, p.failed, p.retries, result.total_steps
+        );
+    }
+    if seed_drawn && !quiet {
+        eprintln!(
+            "tessera: the sweep file has no seed; this run drew seed {0} (add `seed: {0}` to repeat it)",
+            result.seed
         );
     }
     let report = build_report(&out, top).map_err(|e| Failure::Run(e.to_string()))?;

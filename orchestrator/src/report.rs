@@ -357,7 +357,8 @@ pub fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
                         .filter(|(v, _)| *v == k)
                         .map(|(_, o)| *o)
                         .collect();
-                    (k, vals)
+                    let label = k.parse::<f64>().map_or_else(|_| k.clone(), fmt_num);
+                    (label, vals)
                 })
                 .collect();
             let rho = if numeric {

@@ -153,6 +153,13 @@ pub fn check_program(spec: &SweepSpec, programs: &[ProgramInfo]) -> Result<(), P
             format!("it reports: {}", info.metrics.join(", ")),
         ));
     }
+    if !info.needs_dataset && spec.dataset.is_some() {
+        return Err(Problem::new(
+            &["dataset"],
+            format!("program `{}` takes no dataset", info.name),
+            "remove the `dataset` section, or pick a program that trains on data",
+        ));
+    }
     if info.needs_dataset && spec.dataset.is_none() {
         return Err(Problem::new(
             &["program"],

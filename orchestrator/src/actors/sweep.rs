@@ -98,6 +98,8 @@ pub struct SweepResult {
     pub progress: Progress,
     /// Steps trained over all trials and attempts recorded (a measure of total work).
     pub total_steps: u64,
+    /// The seed in force (drawn if the sweep file had none).
+    pub seed: u64,
 }
 
 struct Running {
@@ -290,6 +292,7 @@ impl SweepCore {
         SweepResult {
             progress: self.progress.clone(),
             total_steps: self.total_steps,
+            seed: self.seed,
         }
     }
 
