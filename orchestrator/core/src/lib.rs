@@ -9,6 +9,7 @@
 //! plain function or state machine that a unit test drives directly. `cargo tree -p
 //! tessera-core` shows it.
 
+pub mod fractal;
 pub mod locate;
 pub mod program;
 pub mod rng;
