@@ -10,6 +10,7 @@
 //! that run concurrently in one process do not disturb each other's streams.
 
 pub mod dataset;
+pub mod fractal;
 pub mod mlp;
 
 pub use dataset::{Dataset, DatasetError, Split};
