@@ -171,7 +171,7 @@ fn a_sweep_with_failed_trials_exits_1_but_keeps_its_results() {
     let sweep = dir.path().join("f.yaml");
     std::fs::write(
         &sweep,
-        "version: 1\nname: fails\nkind: random\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\n  fail_attempts: { choice: [0, 5] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 8, max_attempts: 2 }\n",
+        "version: 1\nname: fails\nkind: random\nseed: 1\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\n  fail_attempts: { choice: [0, 5] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 8, max_attempts: 2 }\n",
     )
     .unwrap();
     let out = dir.path().join("run");

@@ -129,6 +129,11 @@ fn sigkill_at_several_points_then_resume_loses_and_duplicates_nothing() {
             }
             let _ = child.kill(); // SIGKILL
             let _ = child.wait();
+            let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap_or_default();
+            assert!(
+                !journal.contains("\"type\":\"completed\""),
+                "case {case}: the run ended before the kill at {at}"
+            );
             resume = true;
         }
         resume_to_end(&sweep, &out);

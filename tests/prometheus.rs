@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -282,6 +282,7 @@ fn exported() -> String {
     wait_for("the sweep's metrics", Duration::from_secs(60), || {
         text = http_get(port, "/metrics").unwrap_or_default();
         text.contains("tessera_trials_completed_total{")
+            && text.contains("tessera_trial_duration_seconds_bucket{")
     });
     let _ = child.0.kill();
     text
@@ -317,7 +318,6 @@ fn alert_rules_pass_promtool_and_rules_and_dashboard_use_exported_metrics() {
     }
     let _: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&dashboard).unwrap()).unwrap();
-    assert!(Path::new(&dashboard).exists());
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tessera_core::ReplayEvent;
 use tessera_core::trial::{MetricValues, TrialId, TrialRequest};
 
 use crate::store::{MetricRow, TrialRow};
@@ -109,6 +110,8 @@ pub struct JournalState {
     pub started: Option<(String, u64)>,
     /// Trials issued, in order.
     pub issued: Vec<TrialRequest>,
+    /// Issued trials and told outcomes, in journal order (to rebuild the searcher).
+    pub replay: Vec<ReplayEvent>,
     /// Milestone reports, in order.
     pub milestones: Vec<(TrialId, u64, MetricValues)>,
     /// Failed attempts per trial.
@@ -129,7 +132,10 @@ impl JournalState {
             Record::Started {
                 spec_hash, seed, ..
             } => self.started = Some((spec_hash, seed)),
-            Record::Issued { request } => self.issued.push(request),
+            Record::Issued { request } => {
+                self.replay.push(ReplayEvent::Issued(request.clone()));
+                self.issued.push(request);
+            }
             Record::Milestone {
                 trial_id,
                 step,
@@ -142,6 +148,7 @@ impl JournalState {
                 *e = (*e).max(attempt);
             }
             Record::Finished { row, metrics } => {
+                self.replay.push(ReplayEvent::Told(row.outcome()));
                 self.finished.insert(row.trial_id, (row, metrics));
             }
             Record::Flushed { part, trial_ids } => {
@@ -159,6 +166,10 @@ pub struct Journal {
     file: File,
     buf: Vec<u8>,
     unsynced: usize,
+    /// Length of the file up to the last complete record.
+    len: u64,
+    /// A write failed: no record is appended after a gap, so replay never sees one.
+    broken: bool,
 }
 
 impl Journal {
@@ -177,12 +188,13 @@ impl Journal {
         let mut state = JournalState::default();
         let mut good_len = 0u64;
         let mut reader = BufReader::new(&file);
-        let mut line = String::new();
+        // Bytes, not a String: a torn write can end in the middle of a UTF-8 character.
+        let mut line: Vec<u8> = Vec::new();
         let mut lineno = 0;
         let mut pending_error: Option<(usize, String)> = None;
         loop {
             line.clear();
-            let n = reader.read_line(&mut line).map_err(io)?;
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
             if n == 0 {
                 break;
             }
@@ -195,10 +207,10 @@ impl Journal {
                     message: m,
                 });
             }
-            if !line.ends_with('\n') {
+            if line.last() != Some(&b'\n') {
                 break; // torn last write
             }
-            match serde_json::from_str::<Record>(line.trim_end()) {
+            match serde_json::from_slice::<Record>(&line[..line.len() - 1]) {
                 Ok(r) => {
                     state.apply(r);
                     good_len += n as u64;
@@ -218,6 +230,8 @@ impl Journal {
                 file,
                 buf: Vec::with_capacity(4096),
                 unsynced: 0,
+                len: good_len,
+                broken: false,
             },
             state,
         ))
@@ -231,13 +245,25 @@ impl Journal {
             source: e.into(),
         })?;
         self.buf.push(b'\n');
+        if self.broken {
+            return Err(JournalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(
+                    "an earlier write failed; resume the run to continue",
+                ),
+            });
+        }
         let t = std::time::Instant::now();
-        self.file
-            .write_all(&self.buf)
-            .map_err(|source| JournalError::Io {
+        if let Err(source) = self.file.write_all(&self.buf) {
+            // Cut a partial record off, and refuse every later one.
+            self.broken = true;
+            let _ = self.file.set_len(self.len);
+            return Err(JournalError::Io {
                 path: self.path.clone(),
                 source,
-            })?;
+            });
+        }
+        self.len += self.buf.len() as u64;
         crate::metrics::JOURNAL_WRITE
             .with_label_values(&["append"])
             .observe(t.elapsed().as_secs_f64());
@@ -297,6 +323,32 @@ mod tests {
         j.append(&Record::Completed { at_ms: 1 }).unwrap();
         let (_, s) = Journal::open(&path).unwrap();
         assert!(s.completed);
+    }
+
+    #[test]
+    fn a_tail_torn_inside_a_utf8_character_is_still_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let (mut j, _) = Journal::open(&path).unwrap();
+            j.append(&Record::Retry {
+                trial_id: 0,
+                attempt: 1,
+                error: "première".into(),
+            })
+            .unwrap();
+            j.append(&Record::Retry {
+                trial_id: 1,
+                attempt: 1,
+                error: "déjà vu".into(),
+            })
+            .unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = bytes.len() - "jà vu\"}\n".len() + 1; // inside the two-byte `à`
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let (_, s) = Journal::open(&path).unwrap();
+        assert_eq!(s.retries.len(), 1);
     }
 
     #[test]

@@ -106,7 +106,15 @@ pub fn latest_run(base: &Path, name: &str) -> Option<PathBuf> {
         .ok()?
         .filter_map(Result::ok)
         .filter(|e| {
-            e.file_name().to_string_lossy().starts_with(&prefix)
+            // `<name>-YYYYMMDD-HHMMSS` exactly: sweep `a` must not pick up `a-b-…`.
+            let file = e.file_name().to_string_lossy().into_owned();
+            let stamp = file.strip_prefix(&prefix).unwrap_or("");
+            let b = stamp.as_bytes();
+            b.len() == 15
+                && b[8] == b'-'
+                && b.iter()
+                    .enumerate()
+                    .all(|(i, c)| i == 8 || c.is_ascii_digit())
                 && e.path().join(JOURNAL_FILE).exists()
         })
         .map(|e| e.path())

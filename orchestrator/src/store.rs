@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tessera_core::space::{ParamValue, ValueKind};
-use tessera_core::trial::TrialId;
+use tessera_core::trial::{TrialId, TrialOutcome, TrialStatus};
 use tessera_core::{Params, SearchSpace};
 
 /// Errors writing or reading results.
@@ -66,6 +66,22 @@ pub struct TrialRow {
     pub error: Option<String>,
     /// Hyperparameters.
     pub params: Params,
+}
+
+impl TrialRow {
+    /// What the searcher was told when this trial ended.
+    pub fn outcome(&self) -> TrialOutcome {
+        TrialOutcome {
+            trial_id: self.trial_id,
+            status: match self.status.as_str() {
+                "finished" => TrialStatus::Finished,
+                "stopped" => TrialStatus::Stopped,
+                _ => TrialStatus::Failed,
+            },
+            objective: self.objective,
+            steps: self.steps,
+        }
+    }
 }
 
 /// One row of the metrics table.

@@ -173,6 +173,9 @@ pub fn pooled_dimension(frames: &[BoxCount]) -> Option<f64> {
 /// The centre (in cell coordinates) of the half-size window holding the most boundary
 /// cells: where a zoom sequence goes next. Ties go to the window nearest the centre.
 pub fn densest_half_window(w: usize, h: usize, edges: &[bool]) -> (f64, f64) {
+    if w == 0 || h == 0 || edges.len() < w * h {
+        return (w as f64 / 2.0, h as f64 / 2.0);
+    }
     let (ww, wh) = ((w / 2).max(1), (h / 2).max(1));
     // Summed-area table for O(1) window sums.
     let mut sat = vec![0usize; (w + 1) * (h + 1)];

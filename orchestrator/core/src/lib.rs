@@ -19,7 +19,7 @@ pub mod spec;
 pub mod stopping;
 pub mod trial;
 
-pub use searcher::{Ask, Searcher, searcher_for};
+pub use searcher::{Ask, ReplayEvent, Searcher, searcher_for};
 pub use space::{Domain, ParamValue, Params, SearchSpace};
 pub use spec::{SpecError, SweepSpec, parse_sweep};
 pub use trial::{Decision, TrialId, TrialOutcome, TrialRequest, TrialStatus};

@@ -24,23 +24,6 @@ impl From<usize> for PathStep {
     }
 }
 
-/// The dotted form of a path, for messages: `space.lr.float[1]`.
-pub fn display_path(path: &[PathStep]) -> String {
-    let mut out = String::new();
-    for step in path {
-        match step {
-            PathStep::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-            }
-            PathStep::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
-}
-
 #[derive(Debug)]
 enum Node {
     Scalar,
@@ -113,15 +96,14 @@ pub fn duplicate_key(source: &str) -> Option<(usize, usize, String)> {
     let mut stack: Vec<Option<(Vec<String>, bool)>> = Vec::new();
     loop {
         let (ev, mark) = parser.next_token().ok()?;
-        let is_key = matches!(stack.last(), Some(Some((_, true))));
         match ev {
             Event::StreamEnd => return None,
             Event::MappingStart(..) => {
-                flip(&mut stack, is_key);
+                flip(&mut stack);
                 stack.push(Some((Vec::new(), true)));
             }
             Event::SequenceStart(..) => {
-                flip(&mut stack, is_key);
+                flip(&mut stack);
                 stack.push(None);
             }
             Event::MappingEnd | Event::SequenceEnd => {
@@ -138,14 +120,14 @@ pub fn duplicate_key(source: &str) -> Option<(usize, usize, String)> {
                     *expect = !*expect;
                 }
             }
-            Event::Alias(_) => flip(&mut stack, is_key),
+            Event::Alias(_) => flip(&mut stack),
             _ => {}
         }
     }
 }
 
 /// After a complex value in a mapping, the next scalar is a key again.
-fn flip(stack: &mut [Option<(Vec<String>, bool)>], _was_key: bool) {
+fn flip(stack: &mut [Option<(Vec<String>, bool)>]) {
     if let Some(Some((_, expect))) = stack.last_mut() {
         *expect = !*expect;
     }
@@ -242,9 +224,5 @@ mod tests {
     #[test]
     fn missing_key_points_at_parent() {
         assert_eq!(locate(DOC, &["space".into(), "nope".into()]), Some((2, 1)));
-        assert_eq!(
-            display_path(&["space".into(), "lr".into(), 1.into()]),
-            "space.lr[1]"
-        );
     }
 }

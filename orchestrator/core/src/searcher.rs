@@ -47,28 +47,35 @@ pub trait Searcher: Send {
     /// Trials asked for so far.
     fn issued(&self) -> u64;
 
-    /// Rebuilds the state after a restart from the trials recorded before it (in the order
-    /// they were asked for) and the outcomes recorded for them.
-    fn replay(
-        &mut self,
-        issued: &[TrialRequest],
-        outcomes: &[TrialOutcome],
-    ) -> Result<(), ReplayError> {
-        for recorded in issued {
-            match self.ask() {
-                Ask::Trial(t) if t == *recorded => {}
-                _ => {
-                    return Err(ReplayError::Diverged {
-                        trial_id: recorded.trial_id,
-                    });
-                }
+    /// Rebuilds the state after a restart by replaying what was recorded, in the order
+    /// it happened: each recorded trial must be the one `ask` gives again, each outcome
+    /// is told again. (Order matters for adaptive searchers, whose asks depend on what
+    /// they were told before.)
+    fn replay(&mut self, events: &[ReplayEvent]) -> Result<(), ReplayError> {
+        for event in events {
+            match event {
+                ReplayEvent::Issued(recorded) => match self.ask() {
+                    Ask::Trial(t) if t == *recorded => {}
+                    _ => {
+                        return Err(ReplayError::Diverged {
+                            trial_id: recorded.trial_id,
+                        });
+                    }
+                },
+                ReplayEvent::Told(outcome) => self.tell(outcome),
             }
-        }
-        for o in outcomes {
-            self.tell(o);
         }
         Ok(())
     }
+}
+
+/// One recorded searcher interaction, replayed after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayEvent {
+    /// The searcher asked for this trial.
+    Issued(TrialRequest),
+    /// It was told this outcome.
+    Told(TrialOutcome),
 }
 
 /// Builds the searcher of a sweep. The spec's seed must be set.

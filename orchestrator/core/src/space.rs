@@ -192,13 +192,13 @@ impl Domain {
                 ..
             } => {
                 // Uniform in log space over [low, high + 1), floored: every integer reachable.
-                let (l, h) = ((*low as f64).ln(), ((*high + 1) as f64).ln());
+                let (l, h) = ((*low as f64).ln(), (*high as f64 + 1.0).ln());
                 let v = (l + rng.next_f64() * (h - l)).exp().floor() as i64;
                 ParamValue::Int(v.clamp(*low, *high))
             }
             Domain::Int { low, high, .. } => {
-                let span = (*high - *low) as u64 + 1;
-                ParamValue::Int(*low + rng.below(span) as i64)
+                let span = high.abs_diff(*low).saturating_add(1);
+                ParamValue::Int(low.wrapping_add(rng.below(span) as i64))
             }
             Domain::Choice(values) => values[rng.below(values.len() as u64) as usize].clone(),
             Domain::Fixed(v) => v.clone(),
@@ -229,7 +229,16 @@ impl Domain {
             } => ParamValue::Int(low.saturating_add(i as i64)),
             Domain::Choice(values) => values[i as usize].clone(),
             Domain::Fixed(v) => v.clone(),
-            _ => self.grid_values()[i as usize].clone(),
+            Domain::Float {
+                low,
+                high,
+                scale,
+                grid,
+            } => {
+                let n = grid.unwrap_or(1).max(1);
+                ParamValue::Float(spaced_at(*low, *high, *scale, n, i as u32))
+            }
+            Domain::Int { .. } => self.grid_values()[i as usize].clone(),
         }
     }
 
@@ -271,23 +280,23 @@ impl Domain {
     }
 }
 
-fn spaced(low: f64, high: f64, scale: Scale, n: u32) -> Vec<f64> {
+fn spaced_at(low: f64, high: f64, scale: Scale, n: u32, i: u32) -> f64 {
     if n == 1 {
-        return vec![match scale {
+        return match scale {
             Scale::Linear => (low + high) / 2.0,
             Scale::Log => (low * high).sqrt(),
-        }];
+        };
     }
-    (0..n)
-        .map(|i| {
-            let t = f64::from(i) / f64::from(n - 1);
-            match scale {
-                Scale::Linear => low + t * (high - low),
-                Scale::Log => (low.ln() + t * (high.ln() - low.ln())).exp(),
-            }
-        })
-        .map(|v| v.clamp(low, high))
-        .collect()
+    let t = f64::from(i) / f64::from(n - 1);
+    let v = match scale {
+        Scale::Linear => low + t * (high - low),
+        Scale::Log => (low.ln() + t * (high.ln() - low.ln())).exp(),
+    };
+    v.clamp(low, high)
+}
+
+fn spaced(low: f64, high: f64, scale: Scale, n: u32) -> Vec<f64> {
+    (0..n).map(|i| spaced_at(low, high, scale, n, i)).collect()
 }
 
 /// A sweep's search space: every hyperparameter (varied or fixed) by name.
@@ -334,14 +343,6 @@ impl SearchSpace {
             rest /= n;
         }
         out
-    }
-
-    /// Names of the hyperparameters that actually vary.
-    pub fn varied(&self) -> impl Iterator<Item = &str> {
-        self.params
-            .iter()
-            .filter(|(_, d)| !matches!(d, Domain::Fixed(_)))
-            .map(|(n, _)| n.as_str())
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::locate::{PathStep, display_path, locate};
+use crate::locate::{PathStep, locate};
 use crate::space::{Domain, ParamValue, Scale, SearchSpace};
 
 /// The sweep-file version this build reads.
@@ -515,6 +515,19 @@ impl RawSweep {
             ));
         }
 
+        if RESERVED_COLUMNS.contains(&objective.metric.as_str()) {
+            return Err(Problem::new(
+                &["objective", "metric"],
+                format!(
+                    "objective metric `{}` clashes with a results column",
+                    objective.metric
+                ),
+                format!(
+                    "the trials table already has {}",
+                    RESERVED_COLUMNS.join(", ")
+                ),
+            ));
+        }
         let mut space = SearchSpace::default();
         for (name, value) in &self.space {
             if !valid_param_name(name) {
@@ -672,10 +685,12 @@ impl RawSweep {
                         "3 is the usual choice",
                     ));
                 }
-                if max_t < grace {
+                if max_t <= grace {
                     return Err(Problem::new(
                         &["early_stopping", "asha", "max_t"],
-                        format!("max_t ({max_t}) is below grace ({grace})"),
+                        format!(
+                            "max_t ({max_t}) must exceed grace ({grace}), or ASHA has no rung to stop trials at"
+                        ),
                         "raise max_t or lower grace",
                     ));
                 }
@@ -960,9 +975,4 @@ fn parse_domain(name: &str, value: &serde_yaml::Value) -> Result<Domain, Problem
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(RawSweep);
     serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
-}
-
-/// Formats a path for messages (re-exported convenience).
-pub fn path_string(path: &[PathStep]) -> String {
-    display_path(path)
 }

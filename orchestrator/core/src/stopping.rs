@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::spec::{AshaSpec, EarlyStoppingSpec, Goal};
+use crate::spec::{AshaSpec, EarlyStoppingSpec};
 use crate::trial::{Decision, MetricValues, TrialId};
 
 /// A rule that looks at each report of a running trial and says continue or stop.
@@ -61,14 +61,15 @@ pub struct Asha {
 impl Asha {
     /// An ASHA rule with the given settings.
     pub fn new(spec: AshaSpec) -> Self {
-        let mut rungs = Vec::new();
+        let mut rungs: Vec<u64> = Vec::new();
         let mut r = spec.grace as f64;
-        while (r.round() as u64) < spec.max_t {
+        while (r.round() as u64) < spec.max_t && rungs.len() < 10_000 {
             let step = r.round() as u64;
             if rungs.last() != Some(&step) {
                 rungs.push(step);
             }
-            r *= spec.reduction;
+            // Always move to a later step, even for a reduction factor barely above 1.
+            r = (r * spec.reduction).max(step as f64 + 1.0);
         }
         Self {
             spec,
@@ -80,13 +81,6 @@ impl Asha {
     /// The rung steps.
     pub fn rungs(&self) -> &[u64] {
         &self.rungs
-    }
-
-    fn score(&self, v: f64) -> f64 {
-        match self.spec.goal {
-            Goal::Maximize => v,
-            Goal::Minimize => -v,
-        }
     }
 }
 
@@ -111,7 +105,7 @@ impl EarlyStopper for Asha {
             return Decision::Continue;
         };
         let score = if value.is_finite() {
-            self.score(value)
+            self.spec.goal.score(value)
         } else {
             f64::NEG_INFINITY
         };
@@ -136,6 +130,20 @@ impl EarlyStopper for Asha {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::spec::Goal;
+
+    #[test]
+    fn a_reduction_barely_above_one_still_builds_finite_rungs() {
+        let a = Asha::new(AshaSpec {
+            metric: "m".into(),
+            goal: Goal::Maximize,
+            grace: 1,
+            reduction: 1.0 + 1e-15,
+            max_t: 50,
+        });
+        assert_eq!(a.rungs().len(), 49);
+    }
 
     fn asha() -> Asha {
         Asha::new(AshaSpec {

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use tessera_core::searcher::{GridSearcher, RandomSearcher};
 use tessera_core::space::{Domain, ParamValue, Scale};
 use tessera_core::trial::{TrialOutcome, TrialStatus};
-use tessera_core::{Ask, SearchSpace, Searcher, TrialRequest};
+use tessera_core::{Ask, ReplayEvent, SearchSpace, Searcher, TrialRequest};
 
 fn space() -> SearchSpace {
     let mut s = SearchSpace::default();
@@ -117,7 +117,12 @@ proptest! {
                 .map(|t| TrialOutcome { trial_id: t.trial_id, status: TrialStatus::Finished, objective: Some(1.0), steps: 1 })
                 .collect();
             let mut rebuilt = make(40, seed);
-            rebuilt.replay(&full[..cut], &outcomes).unwrap();
+            let events: Vec<ReplayEvent> = full[..cut]
+                .iter()
+                .zip(&outcomes)
+                .flat_map(|(t, o)| [ReplayEvent::Issued(t.clone()), ReplayEvent::Told(o.clone())])
+                .collect();
+            rebuilt.replay(&events).unwrap();
             prop_assert_eq!(rebuilt.issued(), cut as u64);
             let rest = drain(rebuilt.as_mut(), 1000);
             prop_assert_eq!(&rest[..], &full[cut..], "{}", name);
@@ -129,7 +134,8 @@ proptest! {
 fn replay_detects_a_changed_sweep() {
     let recorded = drain(&mut RandomSearcher::new(space(), 5, 1), 5);
     let mut other = RandomSearcher::new(space(), 5, 2);
-    assert!(other.replay(&recorded, &[]).is_err());
+    let events: Vec<ReplayEvent> = recorded.into_iter().map(ReplayEvent::Issued).collect();
+    assert!(other.replay(&events).is_err());
 }
 
 #[test]

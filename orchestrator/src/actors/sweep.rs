@@ -80,8 +80,6 @@ pub struct Progress {
     pub retries: u64,
     /// Best objective so far and its trial.
     pub best: Option<(TrialId, f64)>,
-    /// Trials this process finished (for the rate; excludes those replayed).
-    pub finished_here: u64,
 }
 
 impl Progress {
@@ -210,21 +208,7 @@ impl SweepCore {
             .with_label_values(&[spec.name.as_str()])
             .inc_by(0);
         let mut searcher = tessera_core::searcher_for(&spec);
-        let outcomes: Vec<TrialOutcome> = state
-            .finished
-            .values()
-            .map(|(row, _)| TrialOutcome {
-                trial_id: row.trial_id,
-                status: match row.status.as_str() {
-                    "finished" => TrialStatus::Finished,
-                    "stopped" => TrialStatus::Stopped,
-                    _ => TrialStatus::Failed,
-                },
-                objective: row.objective,
-                steps: row.steps,
-            })
-            .collect();
-        searcher.replay(&state.issued, &outcomes).map_err(|e| {
+        searcher.replay(&state.replay).map_err(|e| {
             SweepError::Mismatch(format!("{e}; start a new run with another --out"))
         })?;
         let mut stopper = tessera_core::stopping::stopper_for(spec.early_stopping.as_ref());
@@ -280,11 +264,6 @@ impl SweepCore {
     /// The seed in force.
     pub fn seed(&self) -> u64 {
         self.seed
-    }
-
-    /// Current counts.
-    pub fn progress(&self) -> &Progress {
-        &self.progress
     }
 
     /// The result so far.
@@ -361,7 +340,7 @@ impl SweepCore {
         if !self.exhausted || !self.running.is_empty() {
             return Ok(());
         }
-        if !self.unflushed.is_empty() || !fx.record.is_empty() {
+        if !self.unflushed.is_empty() {
             if !self.flush_requested {
                 self.flush_requested = true;
                 fx.flush = true;
@@ -440,6 +419,8 @@ impl SweepCore {
             .unwrap_or_else(|| unreachable!());
         let (status, error) = match &result {
             Ok(()) if r.stop_sent => (TrialStatus::Stopped, None),
+            // Told to stop, then errored while stopping: it was stopped, not failed.
+            Err(_) if r.stop_sent => (TrialStatus::Stopped, None),
             Ok(()) => (TrialStatus::Finished, None),
             Err(e) if attempt < self.spec.max_attempts => {
                 self.journal.append(&Record::Retry {
@@ -479,7 +460,6 @@ impl SweepCore {
         })?;
         crate::fault::point("after_finished");
         count(&mut self.progress, &row, self.spec.objective.goal);
-        self.progress.finished_here += 1;
         metrics::TRIALS_COMPLETED
             .with_label_values(&[&self.spec.name, status.as_str()])
             .inc();
@@ -655,13 +635,117 @@ impl Actor for SweepActor {
                 state.finish(Err(format!(
                     "writing results failed: {e}; rerun with --resume to finish the sweep"
                 )));
+                myself.stop(None);
                 return Ok(());
             }
         };
         match fx {
             Ok(fx) => state.apply(&myself, fx),
-            Err(e) => state.finish(Err(format!("{e}; rerun with --resume to finish the sweep"))),
+            Err(e) => {
+                // A journal write failed: act on nothing more, so that what is on disk
+                // stays a consistent prefix for --resume.
+                state.finish(Err(format!("{e}; rerun with --resume to finish the sweep")));
+                myself.stop(None);
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::parse_sweep;
+
+    fn spec() -> SweepSpec {
+        parse_sweep(
+            "t.yaml",
+            "version: 1\nname: core\nkind: random\nseed: 9\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 4, max_attempts: 2 }\n",
+        )
+        .unwrap()
+    }
+
+    fn open(path: &std::path::Path) -> (SweepCore, Effects) {
+        let (journal, state) = Journal::open(path).unwrap();
+        SweepCore::restore(spec(), None, 0, journal, state, 2).unwrap()
+    }
+
+    fn loss(v: f64) -> MetricValues {
+        [("loss".to_owned(), v)].into_iter().collect()
+    }
+
+    /// Drives the sweep logic directly: retries, stale attempts and late reports, a
+    /// restart with a trial running and one finished but not yet in Parquet.
+    #[test]
+    fn sweep_core_bookkeeping_survives_stale_messages_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (mut core, fx) = open(&path);
+        let ids: Vec<u64> = fx.submit.iter().map(|a| a.request.trial_id).collect();
+        assert_eq!(ids, vec![0, 1], "concurrency 2");
+
+        // Trial 0 fails once, is retried as attempt 2.
+        let fx = core
+            .attempt_ended(0, 1, "w".into(), 0, Err("boom".into()))
+            .unwrap();
+        assert_eq!((fx.submit.len(), fx.submit[0].attempt), (1, 2));
+        // A late report and a late end from attempt 1 are ignored.
+        assert_eq!(core.report(0, 1, 1, loss(1.0)).unwrap(), Decision::Stop);
+        let fx = core.attempt_ended(0, 1, "w".into(), 0, Ok(())).unwrap();
+        assert!(fx.record.is_empty() && fx.submit.is_empty());
+        // Attempt 2 reports and finishes; trial 2 is issued in its place.
+        assert_eq!(core.report(0, 2, 1, loss(0.5)).unwrap(), Decision::Continue);
+        let fx = core.attempt_ended(0, 2, "w".into(), 0, Ok(())).unwrap();
+        assert_eq!(fx.record.len(), 1);
+        assert_eq!(fx.record[0].0.objective, Some(0.5));
+        assert_eq!(fx.submit[0].request.trial_id, 2);
+        // The same end again records nothing twice.
+        assert!(
+            core.attempt_ended(0, 2, "w".into(), 0, Ok(()))
+                .unwrap()
+                .record
+                .is_empty()
+        );
+        drop(core);
+
+        // Restart: trial 0 is finished but never flushed; 1 and 2 were running.
+        let (mut core, fx) = open(&path);
+        let rerecorded: Vec<u64> = fx.record.iter().map(|(r, _)| r.trial_id).collect();
+        assert_eq!(rerecorded, vec![0]);
+        assert_eq!(
+            fx.record[0].1.len(),
+            1,
+            "its metrics come back from the journal"
+        );
+        let mut resubmitted: Vec<(u64, u32)> = fx
+            .submit
+            .iter()
+            .map(|a| (a.request.trial_id, a.attempt))
+            .collect();
+        resubmitted.sort_unstable();
+        assert_eq!(resubmitted, vec![(1, 1), (2, 1)]);
+        assert_eq!(core.result().progress.retries, 1);
+
+        core.flushed(1, vec![0]).unwrap();
+        // Trial 1 ends and trial 3, the last, is issued in its place.
+        let fx = core.attempt_ended(1, 1, "w".into(), 0, Ok(())).unwrap();
+        assert_eq!(
+            fx.submit
+                .iter()
+                .map(|a| a.request.trial_id)
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
+        core.attempt_ended(2, 1, "w".into(), 0, Ok(())).unwrap();
+        let fx = core.attempt_ended(3, 1, "w".into(), 0, Ok(())).unwrap();
+        assert!(
+            fx.flush && !fx.complete,
+            "all ended: flush before completing"
+        );
+        let fx = core.flushed(2, vec![1, 2]).unwrap();
+        assert!(!fx.complete, "trial 3 is not in a visible part yet");
+        let fx = core.flushed(3, vec![3]).unwrap();
+        assert!(fx.complete);
+        assert_eq!(core.result().progress.finished, 4);
     }
 }
