@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Runs Tessera's whole test suite, setting up what the tests need first:
-#   - a Python virtual environment (.venv) with pyarrow, pandas and polars, the real
+#   - a Python virtual environment (.venv) with pyarrow, pandas, polars and DuckDB, the real
 #     readers the results must work with.
 # Usage: bash tests/run.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import pyarrow, pandas, polars" 2>/dev/null; then
-  echo "tests/run.sh: setting up .venv (pyarrow, pandas, polars)" >&2
+if ! .venv/bin/python -c "import pyarrow, pandas, polars, duckdb" 2>/dev/null; then
+  echo "tests/run.sh: setting up .venv (pyarrow, pandas, polars, duckdb)" >&2
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check pyarrow pandas polars
+  .venv/bin/pip install --quiet --disable-pip-version-check pyarrow pandas polars duckdb
 fi
 export TESSERA_PYTHON="$PWD/.venv/bin/python"
 

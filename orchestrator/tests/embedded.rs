@@ -268,7 +268,7 @@ async fn asha_trains_less_and_keeps_the_best_trial() {
     );
 }
 
-/// pandas/pyarrow and polars read both folders as datasets with no help.
+/// pandas/pyarrow, polars and DuckDB read both folders as datasets with no help.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_readers_read_the_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,16 +287,16 @@ async fn python_readers_read_the_results() {
             }
         });
     let check = std::process::Command::new(&python)
-        .args(["-c", "import pyarrow, pandas, polars"])
+        .args(["-c", "import pyarrow, pandas, polars, duckdb"])
         .status();
     if !check.is_ok_and(|s| s.success()) {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must have pyarrow, pandas and polars for {}",
+            "CI must have pyarrow, pandas, polars and duckdb for {}",
             python.display()
         );
         eprintln!(
-            "SKIPPED: {} lacks pyarrow/pandas/polars; run `bash tests/run.sh` to set them up",
+            "SKIPPED: {} lacks pyarrow/pandas/polars/duckdb; run `bash tests/run.sh` to set them up",
             python.display()
         );
         return;

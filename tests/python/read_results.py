@@ -1,9 +1,10 @@
-"""Reads a Tessera run directory with pandas/pyarrow and polars, as a user would.
+"""Reads a Tessera run directory with pandas/pyarrow, polars and DuckDB, as a user would.
 
 usage: read_results.py RUN_DIR EXPECTED_TRIALS EXPECTED_METRIC_ROWS OBJECTIVE
 """
 import sys
 
+import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow.dataset as ds
@@ -38,4 +39,10 @@ last = (
 joined = pl_trials.join(last, on="trial_id")
 assert joined.height == n_trials
 assert (joined[objective] - joined["last"]).abs().max() < 1e-12
-print(f"python readers: {n_trials} trials and {n_metrics} metric rows read by pandas, pyarrow and polars")
+# DuckDB queries the folders in place.
+con = duckdb.connect()
+[(count,)] = con.execute(f"select count(distinct trial_id) from '{run}/trials/*.parquet'").fetchall()
+assert count == n_trials, count
+[(rows,)] = con.execute(f"select count(*) from '{run}/metrics/*.parquet'").fetchall()
+assert rows == n_metrics, rows
+print(f"python readers: {n_trials} trials and {n_metrics} metric rows read by pandas, pyarrow, polars and DuckDB")
