@@ -12,6 +12,32 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Writes `yaml` to a sweep file in a fresh folder and runs
+/// `tessera GLOBAL… run SWEEP --out DIR/run EXTRA…`; returns the folder (kept alive by
+/// the caller), the run directory and the process output.
+fn run_sweep(
+    yaml: &str,
+    global: &[&str],
+    extra: &[&str],
+) -> (tempfile::TempDir, PathBuf, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("sweep.yaml");
+    std::fs::write(&sweep, yaml).unwrap();
+    let out = dir.path().join("run");
+    let o = tessera()
+        .args(global)
+        .args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    (dir, out, o)
+}
+
 #[test]
 fn every_broken_fixture_exits_2_with_its_location_and_runs_nothing() {
     let dir = root().join("configs/invalid");
@@ -129,23 +155,11 @@ fn run_then_report_prints_a_leaderboard() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    std::fs::write(
-        &sweep,
+    let (_run_dir, out, o) = run_sweep(
         "version: 1\nname: cli\nkind: grid\nprogram: synthetic\nspace:\n  x: { float: [0, 1], grid: 8 }\n  y: { choice: [0.0, 0.5] }\nobjective: { metric: loss, goal: minimize }\n",
-    )
-    .unwrap();
-    let out = dir.path().join("run");
-    let o = tessera()
-        .args([
-            "run",
-            sweep.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--workers",
-            "2",
-        ])
-        .output()
-        .unwrap();
+        &[],
+        &["--workers", "2"],
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
@@ -167,24 +181,11 @@ fn run_then_report_prints_a_leaderboard() {
 
 #[test]
 fn a_sweep_with_failed_trials_exits_1_but_keeps_its_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let sweep = dir.path().join("f.yaml");
-    std::fs::write(
-        &sweep,
+    let (_dir, out, o) = run_sweep(
         "version: 1\nname: fails\nkind: random\nseed: 1\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\n  fail_attempts: { choice: [0, 5] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 8, max_attempts: 2 }\n",
-    )
-    .unwrap();
-    let out = dir.path().join("run");
-    let o = tessera()
-        .args([
-            "run",
-            sweep.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+        &[],
+        &["--quiet"],
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(
@@ -204,27 +205,11 @@ fn a_sweep_with_failed_trials_exits_1_but_keeps_its_results() {
 
 #[test]
 fn json_logs_carry_the_sweep_and_trial_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let sweep = dir.path().join("j.yaml");
-    std::fs::write(
-        &sweep,
+    let (_dir, _out, o) = run_sweep(
         "version: 1\nname: jsonlogs\nkind: random\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 3 }\n",
-    )
-    .unwrap();
-    let out = dir.path().join("run");
-    let o = tessera()
-        .args([
-            "--log-format",
-            "json",
-            "-v",
-            "run",
-            sweep.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+        &["--log-format", "json", "-v"],
+        &["--quiet"],
+    );
     assert!(o.status.success());
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
         .lines()

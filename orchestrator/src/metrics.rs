@@ -16,23 +16,29 @@ use prometheus::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Registers `metric` in the default registry and returns it. Metric definitions are
+/// constants: an invalid or twice-registered one is a programming error.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    metric: prometheus::Result<C>,
+) -> C {
+    let metric = metric.expect("valid metric");
+    prometheus::register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    prometheus::register(Box::new(c.clone())).expect("metric registered once");
-    c
+    registered(IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    prometheus::register(Box::new(g.clone())).expect("metric registered once");
-    g
+    registered(IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("valid metric");
-    prometheus::register(Box::new(h.clone())).expect("metric registered once");
-    h
+    registered(HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets),
+        labels,
+    ))
 }
 
 fn fast_buckets() -> Vec<f64> {
@@ -78,16 +84,13 @@ pub static TRIAL_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 /// Best objective so far.
 pub static BEST_OBJECTIVE: LazyLock<GaugeVec> = LazyLock::new(|| {
-    let g = GaugeVec::new(
+    registered(GaugeVec::new(
         Opts::new(
             "tessera_best_objective",
             "Best objective value recorded so far",
         ),
         &["sweep", "metric"],
-    )
-    .expect("valid metric");
-    prometheus::register(Box::new(g.clone())).expect("metric registered once");
-    g
+    ))
 });
 /// Time the searcher takes to answer an ask.
 pub static SEARCHER_ASK: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -100,13 +103,10 @@ pub static SEARCHER_ASK: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 /// Attempts waiting for a slot.
 pub static QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
-    let g = IntGauge::new(
+    registered(IntGauge::new(
         "tessera_queue_depth",
         "Trial attempts waiting for a worker slot",
-    )
-    .expect("valid metric");
-    prometheus::register(Box::new(g.clone())).expect("metric registered once");
-    g
+    ))
 });
 /// Time from queueing an attempt to handing it to a worker.
 pub static SCHEDULING_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -119,13 +119,10 @@ pub static SCHEDULING_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 /// Workers connected.
 pub static WORKERS_CONNECTED: LazyLock<IntGauge> = LazyLock::new(|| {
-    let g = IntGauge::new(
+    registered(IntGauge::new(
         "tessera_workers_connected",
         "Workers connected to the coordinator",
-    )
-    .expect("valid metric");
-    prometheus::register(Box::new(g.clone())).expect("metric registered once");
-    g
+    ))
 });
 /// Worker slots by state (`free`, `used`).
 pub static SLOTS: LazyLock<IntGaugeVec> =
@@ -174,13 +171,10 @@ pub static WORKER_TRIALS_RUNNING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 /// Reports received from trials.
 pub static REPORTS: LazyLock<IntCounter> = LazyLock::new(|| {
-    let c = IntCounter::new(
+    registered(IntCounter::new(
         "tessera_trial_reports_total",
         "Metric reports received from running trials",
-    )
-    .expect("valid metric");
-    prometheus::register(Box::new(c.clone())).expect("metric registered once");
-    c
+    ))
 });
 
 /// Registers every coordinator metric (so each is exported from the start, at zero)

@@ -5,42 +5,43 @@ use std::sync::LazyLock;
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntGaugeVec, Opts};
 
+/// Registers `metric` in the default registry and returns it (definitions are constants:
+/// an invalid or twice-registered one is a programming error).
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    metric: prometheus::Result<C>,
+) -> C {
+    let metric = metric.expect("valid metric");
+    prometheus::register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
 /// Duration of one reporting step of a trial (an epoch for `mlp-classifier`).
 pub static STEP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    let h = HistogramVec::new(
+    registered(HistogramVec::new(
         HistogramOpts::new(
             "tessera_worker_step_duration_seconds",
             "Duration of one reported training step (an epoch for mlp-classifier)",
         )
         .buckets(prometheus::exponential_buckets(1e-4, 3.0, 14).expect("valid buckets")),
         &["program"],
-    )
-    .expect("valid metric");
-    prometheus::register(Box::new(h.clone())).expect("metric registered once");
-    h
+    ))
 });
 
 /// Training samples per second over the last step, per program.
 pub static SAMPLES_PER_SECOND: LazyLock<GaugeVec> = LazyLock::new(|| {
-    let g = GaugeVec::new(
+    registered(GaugeVec::new(
         Opts::new(
             "tessera_worker_samples_per_second",
             "Training samples per second over the last reported step",
         ),
         &["program"],
-    )
-    .expect("valid metric");
-    prometheus::register(Box::new(g.clone())).expect("metric registered once");
-    g
+    ))
 });
 
 /// Always 1; its labels say which backend and device this worker trains on.
 pub static INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    let g = IntGaugeVec::new(
+    registered(IntGaugeVec::new(
         Opts::new("tessera_worker_info", "Worker build and device; always 1"),
         &["backend", "device", "version"],
-    )
-    .expect("valid metric");
-    prometheus::register(Box::new(g.clone())).expect("metric registered once");
-    g
+    ))
 });
