@@ -96,6 +96,11 @@ pub enum Record {
         /// Trials whose rows (and metrics) the part holds.
         trial_ids: Vec<TrialId>,
     },
+    /// The sweep was cancelled: nothing more is issued.
+    Cancelled {
+        /// Milliseconds since the Unix epoch.
+        at_ms: i64,
+    },
     /// Every trial is finished and flushed.
     Completed {
         /// Milliseconds since the Unix epoch.
@@ -124,6 +129,8 @@ pub struct JournalState {
     pub flushed_trials: BTreeSet<TrialId>,
     /// Whether the sweep completed.
     pub completed: bool,
+    /// Whether the sweep was cancelled.
+    pub cancelled: bool,
 }
 
 impl JournalState {
@@ -156,6 +163,7 @@ impl JournalState {
                 self.flushed_trials.extend(trial_ids);
             }
             Record::Completed { .. } => self.completed = true,
+            Record::Cancelled { .. } => self.cancelled = true,
         }
     }
 }

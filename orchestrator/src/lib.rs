@@ -8,6 +8,7 @@
 //! only with the `worker` feature, for embedded runs.
 
 pub mod actors;
+pub mod cluster;
 pub mod fault;
 pub mod journal;
 pub mod metrics;

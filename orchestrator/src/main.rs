@@ -11,6 +11,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tessera_core::program::{ProgramInfo, TrialExecutor, check_program};
 use tessera_core::{SweepSpec, parse_sweep};
 use tessera_orchestrator::actors::writer::FlushPolicy;
+use tessera_orchestrator::cluster::ClusterError;
+use tessera_orchestrator::cluster::agent::{AgentOptions, run_worker};
+use tessera_orchestrator::cluster::client::{Connection, ask};
+use tessera_orchestrator::cluster::node::{TlsFiles, hostname};
+use tessera_orchestrator::cluster::serve::{ServeOptions, serve};
+use tessera_orchestrator::cluster::wire::{Request, WorkerInfo};
 use tessera_orchestrator::report::build_report;
 use tessera_orchestrator::run::{RunOptions, default_out, latest_run, run_sweep};
 use tessera_orchestrator::{Progress, RunError};
@@ -63,6 +69,120 @@ struct RunArgs {
     flush_trials: Option<usize>,
 }
 
+/// How this node proves it belongs to the cluster.
+#[derive(clap::Args, Clone)]
+struct SecurityArgs {
+    /// File holding the cluster's shared secret (default: the TESSERA_SECRET environment
+    /// variable). Every node needs the same secret; there is deliberately no flag for
+    /// the secret itself, because `ps` shows command lines to every user.
+    #[arg(long, env = "TESSERA_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// TLS between nodes: this node's certificate (PEM). Needs --tls-key and --tls-ca.
+    #[arg(long, env = "TESSERA_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// TLS: this node's private key (PEM).
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// TLS: the CA that signed every node's certificate (PEM); peers must present one.
+    #[arg(long, env = "TESSERA_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: the name in the coordinator's certificate (workers and clients check it).
+    #[arg(
+        long,
+        env = "TESSERA_TLS_SERVER_NAME",
+        default_value = "tessera-coordinator"
+    )]
+    tls_server_name: String,
+}
+
+impl SecurityArgs {
+    fn secret(&self) -> Result<String, Failure> {
+        tessera_orchestrator::cluster::node::read_secret(self.secret_file.as_deref())
+            .map_err(|e| Failure::Input(BadInput(e.to_string())))
+    }
+
+    fn tls(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+                server_name: self.tls_server_name.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Where the coordinator is, for clients.
+#[derive(clap::Args, Clone)]
+struct ClientArgs {
+    /// The coordinator's address (`tessera serve --listen`).
+    #[arg(long, env = "TESSERA_COORDINATOR", default_value = "127.0.0.1:7946")]
+    coordinator: String,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+impl ClientArgs {
+    fn connection(&self) -> Result<Connection, Failure> {
+        Ok(Connection {
+            coordinator: self.coordinator.clone(),
+            secret: self.security.secret()?,
+            tls: self.security.tls(),
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on for workers and clients.
+    #[arg(long, default_value = "0.0.0.0:7946")]
+    listen: std::net::SocketAddr,
+    /// The coordinator's state: the list of submitted sweeps (resumed on restart).
+    #[arg(long, default_value = "tessera-state")]
+    state: PathBuf,
+    /// Where run directories go (default: STATE/runs).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Seconds without a heartbeat before a worker is declared lost and its trials are
+    /// queued again (workers beat four times per timeout).
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_timeout: f64,
+    /// Serve Prometheus metrics on this address at /metrics.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    security: SecurityArgs,
+    /// Write a Parquet part after this many finished trials (tests use small values).
+    #[arg(long, hide = true)]
+    flush_trials: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long, env = "TESSERA_COORDINATOR", value_name = "HOST:PORT")]
+    join: String,
+    /// Trials this node runs at once (default: number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    slots: Option<u32>,
+    /// GPU indices this node offers, e.g. 0,1 (default: none).
+    #[arg(long, value_delimiter = ',')]
+    gpus: Vec<u32>,
+    /// Its name in the cluster and in the results (default: HOST-PID).
+    #[arg(long)]
+    name: Option<String>,
+    /// Serve Prometheus metrics on this address at /metrics.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    security: SecurityArgs,
+    /// Speak another protocol version (tests of the version check).
+    #[arg(long, hide = true)]
+    protocol_version: Option<u32>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -80,13 +200,58 @@ enum Command {
         after_help = "Exit status: 0 done, 1 the sweep failed, 2 bad input (file, line and column are printed).\n\nExample:\n  tessera run configs/quickstart.yaml --workers 2"
     )]
     Run(RunArgs),
-    /// Summarise a run directory: leaderboard and each hyperparameter's effect.
+    /// Summarise a run: leaderboard and each hyperparameter's effect.
+    ///
+    /// Give a run directory, or with --coordinator a sweep id or name on a running
+    /// coordinator.
     Report {
-        /// The run directory `tessera run` wrote.
-        dir: PathBuf,
+        /// A run directory, or (with --coordinator) a sweep id or name.
+        run: String,
         /// Leaderboard rows.
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// Ask this coordinator instead of reading a directory.
+        #[arg(long, env = "TESSERA_COORDINATOR")]
+        coordinator: Option<String>,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
+    /// Run the coordinator as a service: workers join it, clients submit sweeps to it.
+    ///
+    /// Sweeps survive a restart: start it again on the same --state and every
+    /// unfinished sweep resumes; workers reconnect by themselves.
+    #[command(
+        after_help = "Example:\n  export TESSERA_SECRET=$(openssl rand -hex 16)   # the same on every node\n  tessera serve --listen 0.0.0.0:7946 --state /var/lib/tessera"
+    )]
+    Serve(ServeArgs),
+    /// Run a worker node: join a coordinator and train the trials it sends.
+    #[command(
+        after_help = "Example:\n  TESSERA_SECRET=… tessera worker --join coordinator:7946 --slots 4"
+    )]
+    Worker(WorkerArgs),
+    /// Submit a sweep file to a running coordinator.
+    Submit {
+        /// The sweep file (validated here first).
+        sweep: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a coordinator's sweeps and workers.
+    Status {
+        /// One sweep (id or name).
+        sweep: Option<String>,
+        /// JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a sweep on a running coordinator (finished trials are kept).
+    Cancel {
+        /// The sweep (id or name).
+        sweep: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Check a sweep file without running it.
     Validate {
@@ -321,10 +486,138 @@ enum Failure {
     Run(String),
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Run(format!("cannot start the runtime: {e}")))
+}
+
+fn cluster_failure(e: ClusterError) -> Failure {
+    match e {
+        ClusterError::Usage(m) => Failure::Input(BadInput(m)),
+        other => Failure::Run(other.to_string()),
+    }
+}
+
+async fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Result<(), Failure> {
+    if let Some(addr) = addr {
+        let bound = tessera_orchestrator::metrics::serve(addr)
+            .await
+            .map_err(|e| {
+                Failure::Input(BadInput(format!(
+                    "cannot serve metrics on {addr}: {e}; pick a free address with --metrics-addr"
+                )))
+            })?;
+        eprintln!("tessera: metrics at http://{bound}/metrics");
+    }
+    Ok(())
+}
+
+async fn cmd_serve(args: ServeArgs) -> Result<(), Failure> {
+    let secret = args.security.secret()?;
+    serve_metrics(args.metrics_addr).await?;
+    if !(args.heartbeat_timeout.is_finite() && args.heartbeat_timeout > 0.0) {
+        return Err(Failure::Input(BadInput(
+            "--heartbeat-timeout must be a positive number of seconds".into(),
+        )));
+    }
+    let mut flush = FlushPolicy::default();
+    if let Some(n) = args.flush_trials {
+        flush.max_trials = n.max(1);
+    }
+    let results = args.results.unwrap_or_else(|| args.state.join("runs"));
+    serve(ServeOptions {
+        listen: args.listen,
+        state: args.state,
+        results,
+        secret,
+        tls: args.security.tls(),
+        heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
+        flush,
+        programs: programs(),
+    })
+    .await
+    .map_err(cluster_failure)
+}
+
+async fn cmd_worker(args: WorkerArgs) -> Result<(), Failure> {
+    let Some(executor) = executor() else {
+        return Err(Failure::Input(BadInput(
+            "this tessera was built without the worker (feature `worker`); use a full build".into(),
+        )));
+    };
+    if let Some(v) = args.protocol_version {
+        tessera_orchestrator::cluster::wire::speak_version(v);
+    }
+    let secret = args.security.secret()?;
+    serve_metrics(args.metrics_addr).await?;
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let slots = args
+        .slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    let info = WorkerInfo {
+        programs: executor
+            .programs()
+            .into_iter()
+            .map(|p| p.name.to_owned())
+            .collect(),
+        name: name.clone(),
+        slots,
+        gpus: args.gpus,
+        backend: "flex".into(),
+        memory_bytes,
+        instance: tessera_core::rng::mix64(
+            tessera_orchestrator::actors::now_ms() as u64 ^ u64::from(std::process::id()),
+        ),
+    };
+    eprintln!(
+        "tessera: worker {name} ({slots} slots) joining {}",
+        args.join
+    );
+    run_worker(AgentOptions {
+        connection: Connection {
+            coordinator: args.join,
+            secret,
+            tls: args.security.tls(),
+        },
+        info,
+        executor,
+    })
+    .await
+    .map_err(cluster_failure)
+}
+
+async fn cmd_ask(client: ClientArgs, request: Request) -> Result<(), Failure> {
+    let conn = client.connection()?;
+    match ask(&conn, request, Duration::from_secs(60))
+        .await
+        .map_err(cluster_failure)?
+    {
+        Ok(text) => {
+            out!("{text}");
+            Ok(())
+        }
+        Err((2, m)) => Err(Failure::Input(BadInput(m))),
+        Err((_, m)) => Err(Failure::Run(m)),
+    }
+}
+
 fn init_logging(verbose: u8, format: LogFormat) {
+    // ractor_cluster logs every closed session as a warning; ours say what matters.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,ractor_cluster=error,ractor=error",
+        1 => "info,ractor_cluster=error,ractor=error",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -386,26 +679,62 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(Failure::Input),
-        Command::Report { dir, top } => match build_report(&dir, top) {
+        Command::Report {
+            run,
+            top,
+            coordinator: None,
+            ..
+        } => match build_report(Path::new(&run), top) {
             Ok(r) => {
                 out!("{}", r.render());
                 Ok(())
             }
             Err(e) => Err(Failure::Input(BadInput(e.to_string()))),
         },
-        Command::Run(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            runtime.block_on(cmd_run(args))
+        Command::Report {
+            run,
+            top,
+            coordinator: Some(coordinator),
+            security,
+        } => runtime().and_then(|rt| {
+            rt.block_on(cmd_ask(
+                ClientArgs {
+                    coordinator,
+                    security,
+                },
+                Request::Report { sweep: run, top },
+            ))
+        }),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(cmd_serve(args))),
+        Command::Worker(args) => runtime().and_then(|rt| rt.block_on(cmd_worker(args))),
+        Command::Submit { sweep, client } => runtime().and_then(|rt| {
+            let (_, source) = load(&sweep).map_err(Failure::Input)?;
+            let base = sweep
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let base_dir = std::fs::canonicalize(base)
+                .unwrap_or_else(|_| base.to_owned())
+                .display()
+                .to_string();
+            rt.block_on(cmd_ask(
+                client,
+                Request::Submit {
+                    file: sweep.display().to_string(),
+                    source,
+                    base_dir,
+                },
+            ))
+        }),
+        Command::Status {
+            sweep,
+            json,
+            client,
+        } => runtime().and_then(|rt| rt.block_on(cmd_ask(client, Request::Status { sweep, json }))),
+        Command::Cancel { sweep, client } => {
+            runtime().and_then(|rt| rt.block_on(cmd_ask(client, Request::Cancel { sweep })))
         }
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(cmd_run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

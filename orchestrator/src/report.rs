@@ -36,6 +36,19 @@ pub struct TextTable {
 }
 
 impl TextTable {
+    /// An empty table with these headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Self {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
     /// Renders with aligned columns (numbers right-aligned).
     pub fn render(&self) -> String {
         let n = self.headers.len();

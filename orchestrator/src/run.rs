@@ -4,16 +4,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use tessera_core::program::TrialExecutor;
 use tessera_core::trial::DatasetRef;
 use tessera_core::{SweepSpec, rng};
 use tokio::sync::{oneshot, watch};
 
-use crate::actors::scheduler::{SchedulerActor, SchedulerMsg};
-use crate::actors::sweep::{Progress, SweepActor, SweepArgs, SweepCore, SweepResult};
+use crate::actors::scheduler::{SchedulerActor, SchedulerMsg, WorkerLink};
+use crate::actors::sweep::{Progress, SweepActor, SweepArgs, SweepCore, SweepMsg, SweepResult};
 use crate::actors::worker::WorkerActor;
-use crate::actors::writer::{FlushPolicy, WriterActor};
+use crate::actors::writer::{FlushPolicy, WriterActor, WriterMsg};
 use crate::journal::Journal;
 use crate::store::RunStore;
 
@@ -130,6 +130,131 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
+/// The sweep's dataset, its path resolved against the sweep file's folder.
+pub fn resolve_dataset(spec: &SweepSpec, base_dir: &Path) -> Option<DatasetRef> {
+    spec.dataset.as_ref().map(|d| {
+        let p = Path::new(&d.path);
+        let abs = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base_dir.join(p)
+        };
+        DatasetRef {
+            path: abs.display().to_string(),
+            validation_fraction: d.validation_fraction,
+            split_seed: d.split_seed,
+        }
+    })
+}
+
+/// What [`launch_sweep`] needs.
+pub struct Launch {
+    /// The validated sweep.
+    pub spec: SweepSpec,
+    /// Its dataset, resolved.
+    pub dataset: Option<DatasetRef>,
+    /// The run directory (journal and Parquet; it must exist).
+    pub out: PathBuf,
+    /// The sweep's id.
+    pub id: String,
+    /// The scheduler its attempts queue at.
+    pub scheduler: ActorRef<SchedulerMsg>,
+    /// Attempts in flight at most.
+    pub max_concurrent: u64,
+    /// After a restart: how long running attempts wait for their worker to reclaim them.
+    pub release_after: Option<std::time::Duration>,
+    /// When parts are written.
+    pub flush: FlushPolicy,
+    /// Where progress goes.
+    pub progress: Option<watch::Sender<Progress>>,
+}
+
+/// A sweep's running actors.
+pub struct Launched {
+    /// The sweep actor.
+    pub sweep: ActorRef<SweepMsg>,
+    /// Its writer.
+    pub writer: ActorRef<WriterMsg>,
+    /// Resolves when the sweep ends.
+    pub done: oneshot::Receiver<Result<SweepResult, String>>,
+    /// Its progress.
+    pub progress: watch::Receiver<Progress>,
+    /// The actors' tasks.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens (or resumes) the sweep in `out` and starts its sweep and writer actors.
+pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
+    let Launch {
+        spec,
+        dataset,
+        out,
+        id,
+        scheduler,
+        max_concurrent,
+        release_after,
+        flush,
+        progress,
+    } = l;
+    let (journal, state) = Journal::open(&out.join(JOURNAL_FILE))?;
+    let store = RunStore::new(&out, spec.space.clone(), &spec.objective.metric);
+    store.prepare(&state.flushed_parts)?;
+    let next_part = state.flushed_parts.iter().next_back().map_or(1, |p| p + 1);
+    let fresh_seed = spec
+        .seed
+        .unwrap_or_else(|| rng::mix64(crate::actors::now_ms() as u64));
+    let (core, pending) = SweepCore::restore(
+        spec,
+        dataset,
+        fresh_seed,
+        journal,
+        state,
+        max_concurrent,
+        release_after.is_some(),
+    )
+    .map_err(|e| match e {
+        crate::actors::sweep::SweepError::Mismatch(m) => RunError::Usage(format!(
+            "{m} (the original is {})",
+            out.join(SPEC_FILE).display()
+        )),
+        other => RunError::Sweep(other.to_string()),
+    })?;
+    tracing::info!(sweep = %id, seed = core.seed(), out = %out.display(), "sweep starting");
+    let spawn_err = |e: ractor::SpawnErr| RunError::Sweep(format!("cannot start an actor: {e}"));
+    let (writer, writer_task) = Actor::spawn(None, WriterActor, (store, next_part, flush))
+        .await
+        .map_err(spawn_err)?;
+    let (done_tx, done_rx) = oneshot::channel();
+    let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
+    let progress_rx = progress.subscribe();
+    let (sweep, sweep_task) = Actor::spawn(
+        None,
+        SweepActor,
+        SweepArgs {
+            id,
+            release_after,
+            core,
+            pending,
+            scheduler,
+            writer: writer.clone(),
+            progress,
+            done: done_tx,
+        },
+    )
+    .await
+    .map_err(|e| {
+        writer.stop(None);
+        spawn_err(e)
+    })?;
+    Ok(Launched {
+        sweep,
+        writer,
+        done: done_rx,
+        progress: progress_rx,
+        tasks: vec![sweep_task, writer_task],
+    })
+}
+
 /// Runs (or resumes) a sweep in embedded mode and waits for it to end.
 pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
     let RunOptions {
@@ -167,49 +292,18 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
     if !exists {
         fs::write(out.join(SPEC_FILE), &source).map_err(io(&out))?;
     }
-    let dataset = spec.dataset.as_ref().map(|d| {
-        let p = Path::new(&d.path);
-        let abs = if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base_dir.join(p)
-        };
-        DatasetRef {
-            path: abs.display().to_string(),
-            validation_fraction: d.validation_fraction,
-            split_seed: d.split_seed,
-        }
-    });
+    let dataset = resolve_dataset(&spec, &base_dir);
     if let Some(d) = dataset.as_ref().filter(|d| !Path::new(&d.path).is_file()) {
         return Err(RunError::Usage(format!(
             "dataset {} does not exist; check `dataset.path` (it is relative to the sweep file)",
             d.path
         )));
     }
-
-    let (journal, state) = Journal::open(&journal_path)?;
-    let store = RunStore::new(&out, spec.space.clone(), &spec.objective.metric);
-    store.prepare(&state.flushed_parts)?;
-    let next_part = state.flushed_parts.iter().next_back().map_or(1, |p| p + 1);
     let workers = workers.max(1);
     let max_concurrent = spec
         .concurrent
         .map_or(workers as u64, u64::from)
         .min(workers as u64 * 64);
-    let fresh_seed = spec
-        .seed
-        .unwrap_or_else(|| rng::mix64(crate::actors::now_ms() as u64));
-    let (core, pending) =
-        SweepCore::restore(spec, dataset, fresh_seed, journal, state, max_concurrent).map_err(
-            |e| match e {
-                crate::actors::sweep::SweepError::Mismatch(m) => RunError::Usage(format!(
-                    "{m} (the original is {})",
-                    out.join(SPEC_FILE).display()
-                )),
-                other => RunError::Sweep(other.to_string()),
-            },
-        )?;
-    tracing::info!(seed = core.seed(), out = %out.display(), workers, "sweep starting");
 
     let spawn_err = |e: ractor::SpawnErr| RunError::Sweep(format!("cannot start an actor: {e}"));
     let (scheduler, scheduler_task) = Actor::spawn(None, SchedulerActor, ())
@@ -226,31 +320,46 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
             .cast(SchedulerMsg::AddWorker {
                 name,
                 slots: 1,
-                actor: w.clone(),
+                gpus: 0,
+                link: WorkerLink::Local(w.clone()),
+                busy: Vec::new(),
             })
             .map_err(|e| RunError::Sweep(e.to_string()))?;
         worker_refs.push(w);
         tasks.push(t);
     }
-    let (writer, writer_task) = Actor::spawn(None, WriterActor, (store, next_part, flush))
-        .await
-        .map_err(spawn_err)?;
-    let (done_tx, done_rx) = oneshot::channel();
-    let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
-    let (sweep, sweep_task) = Actor::spawn(
-        None,
-        SweepActor,
-        SweepArgs {
-            core,
-            pending,
-            scheduler: scheduler.clone(),
-            writer: writer.clone(),
-            progress,
-            done: done_tx,
-        },
-    )
-    .await
-    .map_err(spawn_err)?;
+    let id = out
+        .file_name()
+        .map_or_else(|| spec.name.clone(), |f| f.to_string_lossy().into_owned());
+    let launched = launch_sweep(Launch {
+        spec,
+        dataset,
+        out: out.clone(),
+        id,
+        scheduler: scheduler.clone(),
+        max_concurrent,
+        release_after: None,
+        flush,
+        progress,
+    })
+    .await;
+    let launched = match launched {
+        Ok(l) => l,
+        Err(e) => {
+            scheduler.stop(None);
+            for w in &worker_refs {
+                w.stop(None);
+            }
+            return Err(e);
+        }
+    };
+    let Launched {
+        sweep,
+        writer,
+        done: done_rx,
+        tasks: sweep_tasks,
+        ..
+    } = launched;
 
     let result = done_rx
         .await
@@ -261,8 +370,9 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
     for w in &worker_refs {
         w.stop(None);
     }
-    let _ = sweep_task.await;
-    let _ = writer_task.await;
+    for t in sweep_tasks {
+        let _ = t.await;
+    }
     let _ = scheduler_task.await;
     for t in tasks {
         let _ = t.await;

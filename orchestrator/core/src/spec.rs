@@ -248,6 +248,10 @@ pub struct RawBudget {
     /// Attempts per trial before it is recorded as failed (default 2).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Seconds one attempt may run; a slower or stuck attempt is abandoned as failed
+    /// (and retried if attempts are left). Default: no limit.
+    #[serde(default)]
+    pub trial_timeout_s: Option<f64>,
 }
 
 /// The early-stopping section: exactly one rule.
@@ -356,6 +360,8 @@ pub struct SweepSpec {
     pub concurrent: Option<u32>,
     /// Attempts per trial.
     pub max_attempts: u32,
+    /// Seconds one attempt may run.
+    pub trial_timeout_s: Option<f64>,
     /// Early stopping.
     pub early_stopping: Option<EarlyStoppingSpec>,
     /// Slots per trial.
@@ -704,6 +710,18 @@ impl RawSweep {
             }
         };
 
+        if let Some(t) = self
+            .budget
+            .trial_timeout_s
+            .filter(|t| !(t.is_finite() && *t > 0.0))
+        {
+            return Err(Problem::new(
+                &["budget", "trial_timeout_s"],
+                format!("budget.trial_timeout_s is {t}"),
+                "give the seconds one attempt may run as a positive number, e.g. 600",
+            ));
+        }
+
         let (slots, gpus) = match &self.resources {
             None => (1, 0),
             Some(r) => (r.slots.unwrap_or(1), r.gpus.unwrap_or(0)),
@@ -735,6 +753,7 @@ impl RawSweep {
             trials,
             concurrent: self.budget.concurrent,
             max_attempts,
+            trial_timeout_s: self.budget.trial_timeout_s,
             early_stopping,
             slots,
             gpus,

@@ -32,6 +32,26 @@ pub struct TrialAssignment {
     pub program: String,
     /// The dataset, resolved to a path the worker can read.
     pub dataset: Option<DatasetRef>,
+    /// This dispatch's unique token: reports and the outcome carry it back, so that a
+    /// result from a dispatch the coordinator gave up on (a lost worker, a restart) is
+    /// recognised as late and never recorded twice.
+    pub lease: u64,
+    /// Whether the sweep decides after each report (early stopping is on); if not, the
+    /// worker reports only at the end, with the attempt's whole history.
+    pub wants_decisions: bool,
+    /// Seconds the attempt may run before it is abandoned as failed.
+    pub time_limit_s: Option<f64>,
+}
+
+/// One report of a running attempt, kept by the worker and sent with the outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Step (an epoch, usually).
+    pub step: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Values.
+    pub metrics: MetricValues,
 }
 
 /// A dataset as a worker sees it.

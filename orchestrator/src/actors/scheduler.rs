@@ -1,45 +1,96 @@
-//! The scheduler actor: a queue of trial attempts and the free slots of each worker.
-//! Placement is the pure function [`place`].
+//! The scheduler actor: one queue of trial attempts for every sweep, and the free slots
+//! and GPUs of each worker, in-process or remote. Placement is the pure function
+//! [`place`], fairness between sweeps the pure function [`fair_order`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tessera_core::trial::TrialAssignment;
+use tessera_core::trial::{TrialAssignment, TrialId};
 
 use super::sweep::SweepMsg;
 use super::worker::WorkerMsg;
+use crate::cluster::wire::ToWorker;
+
+/// How the scheduler reaches a worker.
+#[derive(Clone)]
+pub enum WorkerLink {
+    /// An in-process worker actor.
+    Local(ActorRef<WorkerMsg>),
+    /// A worker node's agent, over the cluster.
+    Remote(ActorRef<ToWorker>),
+}
+
+/// A dispatch a worker still holds when it (re)joins, so its slots count as used.
+#[derive(Clone)]
+pub struct Busy {
+    /// The sweep that adopted it, if one did (it hears if the worker is lost).
+    pub sweep: Option<(ActorRef<SweepMsg>, TrialId)>,
+    /// Its sweep.
+    pub sweep_id: String,
+    /// The dispatch.
+    pub lease: u64,
+    /// Slots it holds.
+    pub slots: u32,
+    /// GPUs it holds.
+    pub gpus: u32,
+}
 
 /// Messages the scheduler handles.
 pub enum SchedulerMsg {
-    /// A worker joined with `slots` slots.
+    /// A worker joined.
     AddWorker {
         /// Its name (the `worker` column of the results).
         name: String,
         /// Trials it can run at once.
         slots: u32,
-        /// Its actor.
-        actor: ActorRef<WorkerMsg>,
+        /// GPUs it has.
+        gpus: u32,
+        /// How to reach it.
+        link: WorkerLink,
+        /// Dispatches it still runs from before (a rejoin).
+        busy: Vec<Busy>,
+    },
+    /// A worker left or was lost: its dispatches go back to their sweeps as lost.
+    RemoveWorker {
+        /// The worker.
+        name: String,
     },
     /// Queue an attempt; `sweep` receives its reports and outcome.
     Submit {
+        /// The sweep's id, for fair sharing and for remote workers' results.
+        sweep_id: String,
         /// The attempt.
         assignment: TrialAssignment,
         /// Slots it needs.
         slots: u32,
+        /// GPUs it needs.
+        gpus: u32,
         /// Its sweep.
         sweep: ActorRef<SweepMsg>,
     },
-    /// Slots of `worker` are free again.
+    /// The dispatch `lease` no longer occupies its worker.
     SlotFreed {
         /// The worker.
         worker: String,
-        /// How many.
-        slots: u32,
+        /// The dispatch.
+        lease: u64,
     },
+    /// A sweep was cancelled: drop its queued attempts, stop its running ones.
+    Cancel {
+        /// The sweep.
+        sweep_id: String,
+        /// Its dispatches.
+        leases: Vec<u64>,
+    },
+    /// Who runs what, for `tessera status`.
+    Workers(ractor::RpcReplyPort<Vec<SlotView>>),
 }
 
+// Local only: never crosses the network.
+impl ractor::Message for SchedulerMsg {}
+
 /// A worker as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SlotView {
     /// Worker name.
     pub name: String,
@@ -47,28 +98,73 @@ pub struct SlotView {
     pub free: u32,
     /// All its slots.
     pub capacity: u32,
+    /// Free GPUs.
+    pub free_gpus: u32,
+    /// All its GPUs.
+    pub gpus: u32,
+    /// Datasets it has loaded before (placement prefers them).
+    pub datasets: BTreeSet<String>,
 }
 
-/// Places queued attempts (by the slots each needs) on workers' free slots, in queue
-/// order: returns (queue index, worker index) pairs. Never over-commits a worker; picks
-/// the worker with the most free slots (spreading load), lowest index on ties; an
-/// attempt that fits nowhere waits without blocking smaller ones behind it.
-pub fn place(needs: &[u32], workers: &[SlotView]) -> Vec<(usize, usize)> {
-    let mut free: Vec<u32> = workers.iter().map(|w| w.free).collect();
+/// What one queued attempt needs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Need {
+    /// Slots.
+    pub slots: u32,
+    /// GPUs.
+    pub gpus: u32,
+    /// Its dataset, if any.
+    pub dataset: Option<String>,
+}
+
+/// Places attempts (in the order given) on workers: returns (need index, worker index)
+/// pairs. Never over-commits a worker's slots or GPUs. Among workers that fit, prefers
+/// one that already holds the attempt's dataset, then the one with the most free slots
+/// (spreading load), then the lowest index. An attempt that fits nowhere waits without
+/// blocking smaller ones behind it.
+pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, usize)> {
+    let mut free: Vec<(u32, u32)> = workers.iter().map(|w| (w.free, w.free_gpus)).collect();
     let mut out = Vec::new();
-    for (qi, &need) in needs.iter().enumerate() {
+    for (qi, need) in needs.iter().enumerate() {
         let best = free
             .iter()
             .enumerate()
-            .filter(|(_, f)| **f >= need)
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+            .filter(|(_, (s, g))| *s >= need.slots && *g >= need.gpus)
+            .max_by_key(|(i, (s, _))| {
+                let holds = need
+                    .dataset
+                    .as_ref()
+                    .is_some_and(|d| workers[*i].datasets.contains(d));
+                (holds, *s, std::cmp::Reverse(*i))
+            })
             .map(|(i, _)| i);
         if let Some(wi) = best {
-            free[wi] -= need;
+            free[wi].0 -= need.slots;
+            free[wi].1 -= need.gpus;
             out.push((qi, wi));
         }
     }
     out
+}
+
+/// Orders a queue so that sweeps share the workers fairly: the k-th queued attempt of a
+/// sweep that already runs `r` attempts ranks `r + k`, lowest first (ties: the sweep seen
+/// first in the queue). A sweep submitted behind a large one thus gets the next free
+/// slots until both run as many attempts. Returns queue indices; within a sweep, queue
+/// order is kept.
+pub fn fair_order(sweeps: &[&str], running: &HashMap<String, usize>) -> Vec<usize> {
+    let mut seen: HashMap<&str, (usize, usize)> = HashMap::new(); // sweep -> (first, rank)
+    let mut keyed: Vec<(usize, usize, usize)> = Vec::with_capacity(sweeps.len());
+    for (i, s) in sweeps.iter().enumerate() {
+        let n = seen.len();
+        let e = seen
+            .entry(s)
+            .or_insert((n, running.get(*s).copied().unwrap_or(0)));
+        keyed.push((e.1, e.0, i));
+        e.1 += 1;
+    }
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, _, i)| i).collect()
 }
 
 /// The scheduler actor.
@@ -76,15 +172,26 @@ pub struct SchedulerActor;
 
 struct Queued {
     queued_at: std::time::Instant,
+    sweep_id: String,
     assignment: TrialAssignment,
-    slots: u32,
+    need: Need,
     sweep: ActorRef<SweepMsg>,
+}
+
+struct InFlight {
+    worker: String,
+    sweep_id: String,
+    slots: u32,
+    gpus: u32,
+    /// `None` for dispatches a rejoining worker brought along (no sweep waits on them).
+    sweep: Option<(ActorRef<SweepMsg>, TrialId)>,
 }
 
 /// The scheduler's state.
 pub struct SchedulerState {
     queue: VecDeque<Queued>,
-    workers: Vec<(SlotView, ActorRef<WorkerMsg>)>,
+    workers: Vec<(SlotView, WorkerLink)>,
+    in_flight: HashMap<u64, InFlight>,
     myself: ActorRef<SchedulerMsg>,
 }
 
@@ -102,26 +209,65 @@ impl SchedulerState {
     }
 
     fn dispatch(&mut self) {
-        if self.queue.is_empty() {
+        if self.queue.is_empty() || self.workers.is_empty() {
             return;
         }
-        let needs: Vec<u32> = self.queue.iter().map(|q| q.slots).collect();
+        let mut running: HashMap<String, usize> = HashMap::new();
+        for f in self.in_flight.values() {
+            *running.entry(f.sweep_id.clone()).or_default() += 1;
+        }
+        let order = fair_order(
+            &self
+                .queue
+                .iter()
+                .map(|q| q.sweep_id.as_str())
+                .collect::<Vec<_>>(),
+            &running,
+        );
+        let needs: Vec<Need> = order.iter().map(|&i| self.queue[i].need.clone()).collect();
         let views: Vec<SlotView> = self.workers.iter().map(|(v, _)| v.clone()).collect();
         let placed = place(&needs, &views);
         let mut taken = vec![false; self.queue.len()];
-        for &(qi, wi) in &placed {
+        for &(oi, wi) in &placed {
+            let qi = order[oi];
             taken[qi] = true;
             let q = &self.queue[qi];
             crate::metrics::SCHEDULING_LATENCY
                 .with_label_values(&[] as &[&str])
                 .observe(q.queued_at.elapsed().as_secs_f64());
-            self.workers[wi].0.free -= q.slots;
-            let _ = self.workers[wi].1.cast(WorkerMsg::Run {
-                assignment: q.assignment.clone(),
-                slots: q.slots,
-                sweep: q.sweep.clone(),
-                scheduler: self.myself.clone(),
-            });
+            let (view, link) = &mut self.workers[wi];
+            view.free -= q.need.slots;
+            view.free_gpus -= q.need.gpus;
+            if let Some(d) = &q.need.dataset {
+                view.datasets.insert(d.clone());
+            }
+            self.in_flight.insert(
+                q.assignment.lease,
+                InFlight {
+                    worker: view.name.clone(),
+                    sweep_id: q.sweep_id.clone(),
+                    slots: q.need.slots,
+                    gpus: q.need.gpus,
+                    sweep: Some((q.sweep.clone(), q.assignment.request.trial_id)),
+                },
+            );
+            match link {
+                WorkerLink::Local(w) => {
+                    let _ = w.cast(WorkerMsg::Run {
+                        assignment: q.assignment.clone(),
+                        sweep: q.sweep.clone(),
+                        scheduler: self.myself.clone(),
+                    });
+                }
+                WorkerLink::Remote(w) => {
+                    let _ = w.cast(ToWorker::Run {
+                        sweep_id: q.sweep_id.clone(),
+                        assignment: q.assignment.clone(),
+                        slots: q.need.slots,
+                        gpus: q.need.gpus,
+                    });
+                }
+            }
         }
         let mut i = 0;
         self.queue.retain(|_| {
@@ -129,6 +275,25 @@ impl SchedulerState {
             i += 1;
             keep
         });
+    }
+
+    fn lose(&mut self, lease: u64) {
+        if let Some(InFlight {
+            sweep: Some((sweep, trial_id)),
+            ..
+        }) = self.in_flight.remove(&lease)
+        {
+            let _ = sweep.cast(SweepMsg::AttemptLost { trial_id, lease });
+        }
+    }
+
+    fn free(&mut self, lease: u64) {
+        if let Some(f) = self.in_flight.remove(&lease)
+            && let Some((v, _)) = self.workers.iter_mut().find(|(v, _)| v.name == f.worker)
+        {
+            v.free = (v.free + f.slots).min(v.capacity);
+            v.free_gpus = (v.free_gpus + f.gpus).min(v.gpus);
+        }
     }
 }
 
@@ -145,6 +310,7 @@ impl Actor for SchedulerActor {
         Ok(SchedulerState {
             queue: VecDeque::new(),
             workers: Vec::new(),
+            in_flight: HashMap::new(),
             myself,
         })
     }
@@ -156,35 +322,119 @@ impl Actor for SchedulerActor {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SchedulerMsg::AddWorker { name, slots, actor } => {
+            SchedulerMsg::AddWorker {
+                name,
+                slots,
+                gpus,
+                link,
+                busy,
+            } => {
                 crate::metrics::HEARTBEAT_MISSES
                     .with_label_values(&[&name])
                     .inc_by(0);
-                state.workers.push((
-                    SlotView {
-                        name,
-                        free: slots,
-                        capacity: slots,
-                    },
-                    actor,
-                ));
+                state.workers.retain(|(v, _)| v.name != name);
+                // A rejoin: what it no longer runs is lost; what it still runs stays.
+                let keep: BTreeSet<u64> = busy.iter().map(|b| b.lease).collect();
+                let gone: Vec<u64> = state
+                    .in_flight
+                    .iter()
+                    .filter(|(l, f)| f.worker == name && !keep.contains(l))
+                    .map(|(l, _)| *l)
+                    .collect();
+                for lease in gone {
+                    state.lose(lease);
+                }
+                let mut view = SlotView {
+                    name: name.clone(),
+                    free: slots,
+                    capacity: slots,
+                    free_gpus: gpus,
+                    gpus,
+                    datasets: BTreeSet::new(),
+                };
+                for b in busy {
+                    view.free = view.free.saturating_sub(b.slots);
+                    view.free_gpus = view.free_gpus.saturating_sub(b.gpus);
+                    state.in_flight.insert(
+                        b.lease,
+                        InFlight {
+                            worker: name.clone(),
+                            sweep_id: b.sweep_id,
+                            slots: b.slots,
+                            gpus: b.gpus,
+                            sweep: b.sweep,
+                        },
+                    );
+                }
+                state.workers.push((view, link));
+            }
+            SchedulerMsg::RemoveWorker { name } => {
+                state.workers.retain(|(v, _)| v.name != name);
+                let lost: Vec<u64> = state
+                    .in_flight
+                    .iter()
+                    .filter(|(_, f)| f.worker == name)
+                    .map(|(l, _)| *l)
+                    .collect();
+                for lease in lost {
+                    state.lose(lease);
+                }
             }
             SchedulerMsg::Submit {
+                sweep_id,
                 assignment,
                 slots,
+                gpus,
                 sweep,
             } => {
+                let dataset = assignment.dataset.as_ref().map(|d| d.path.clone());
                 state.queue.push_back(Queued {
                     queued_at: std::time::Instant::now(),
+                    sweep_id,
                     assignment,
-                    slots,
+                    need: Need {
+                        slots,
+                        gpus,
+                        dataset,
+                    },
                     sweep,
                 });
             }
-            SchedulerMsg::SlotFreed { worker, slots } => {
-                if let Some((v, _)) = state.workers.iter_mut().find(|(v, _)| v.name == worker) {
-                    v.free += slots;
+            SchedulerMsg::SlotFreed { lease, .. } => state.free(lease),
+            SchedulerMsg::Cancel { sweep_id, leases } => {
+                let mut dropped = Vec::new();
+                state.queue.retain(|q| {
+                    let keep = q.sweep_id != sweep_id;
+                    if !keep {
+                        dropped.push((
+                            q.sweep.clone(),
+                            q.assignment.request.trial_id,
+                            q.assignment.lease,
+                        ));
+                    }
+                    keep
+                });
+                for (sweep, trial_id, lease) in dropped {
+                    let _ = sweep.cast(SweepMsg::AttemptLost { trial_id, lease });
                 }
+                for lease in leases {
+                    let Some(f) = state.in_flight.get(&lease) else {
+                        continue;
+                    };
+                    match state.workers.iter().find(|(v, _)| v.name == f.worker) {
+                        Some((_, WorkerLink::Local(w))) => {
+                            let _ = w.cast(WorkerMsg::Cancel { lease });
+                        }
+                        Some((_, WorkerLink::Remote(w))) => {
+                            let _ = w.cast(ToWorker::Cancel { lease });
+                        }
+                        None => {}
+                    }
+                }
+            }
+            SchedulerMsg::Workers(reply) => {
+                let _ = reply.send(state.workers.iter().map(|(v, _)| v.clone()).collect());
+                return Ok(());
             }
         }
         state.dispatch();
@@ -204,18 +454,73 @@ mod tests {
                 name: format!("w{i}"),
                 free: *f,
                 capacity: *f,
+                ..SlotView::default()
+            })
+            .collect()
+    }
+
+    fn n(slots: &[u32]) -> Vec<Need> {
+        slots
+            .iter()
+            .map(|s| Need {
+                slots: *s,
+                ..Need::default()
             })
             .collect()
     }
 
     #[test]
     fn never_overcommits_and_spreads() {
-        assert_eq!(place(&[1, 1, 1], &w(&[2, 1])), vec![(0, 0), (1, 0), (2, 1)]);
-        assert_eq!(place(&[1, 1, 1, 1], &w(&[1, 1])), vec![(0, 0), (1, 1)]);
+        assert_eq!(
+            place(&n(&[1, 1, 1]), &w(&[2, 1])),
+            vec![(0, 0), (1, 0), (2, 1)]
+        );
+        assert_eq!(place(&n(&[1, 1, 1, 1]), &w(&[1, 1])), vec![(0, 0), (1, 1)]);
     }
 
     #[test]
     fn big_attempts_wait_without_blocking_small_ones() {
-        assert_eq!(place(&[3, 1], &w(&[2])), vec![(1, 0)]);
+        assert_eq!(place(&n(&[3, 1]), &w(&[2])), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn gpus_are_never_overcommitted_and_cpu_trials_avoid_nothing() {
+        let mut workers = w(&[4, 4]);
+        workers[1].gpus = 1;
+        workers[1].free_gpus = 1;
+        let gpu = |s| Need {
+            slots: s,
+            gpus: 1,
+            dataset: None,
+        };
+        // Two GPU trials, one GPU in the cluster: one runs, one waits.
+        assert_eq!(place(&[gpu(1), gpu(1)], &workers), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn workers_holding_the_dataset_are_preferred() {
+        let mut workers = w(&[4, 1]);
+        workers[1].datasets.insert("d.parquet".into());
+        let need = Need {
+            slots: 1,
+            gpus: 0,
+            dataset: Some("d.parquet".into()),
+        };
+        assert_eq!(place(&[need.clone(), need], &workers), vec![(0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn sweeps_take_turns_least_served_first() {
+        let none = HashMap::new();
+        assert_eq!(
+            fair_order(&["a", "a", "a", "b", "c", "b"], &none),
+            vec![0, 3, 4, 1, 5, 2]
+        );
+        // `a` already runs 2 attempts: `b` gets the next two slots.
+        let running = [("a".to_owned(), 2)].into_iter().collect();
+        assert_eq!(
+            fair_order(&["a", "a", "b", "b", "b"], &running),
+            vec![2, 3, 0, 4, 1]
+        );
     }
 }

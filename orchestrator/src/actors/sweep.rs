@@ -12,7 +12,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tessera_core::searcher::{Ask, Searcher};
 use tessera_core::stopping::EarlyStopper;
 use tessera_core::trial::{
-    DatasetRef, MetricValues, TrialAssignment, TrialId, TrialOutcome, TrialRequest, TrialStatus,
+    DatasetRef, MetricValues, StepReport, TrialAssignment, TrialId, TrialOutcome, TrialRequest,
+    TrialStatus,
 };
 use tessera_core::{Decision, SweepSpec};
 use tokio::sync::{oneshot, watch};
@@ -30,8 +31,8 @@ pub enum SweepMsg {
     Report {
         /// Trial.
         trial_id: TrialId,
-        /// Attempt.
-        attempt: u32,
+        /// The dispatch.
+        lease: u64,
         /// Step.
         step: u64,
         /// Values.
@@ -40,18 +41,30 @@ pub enum SweepMsg {
         reply: RpcReplyPort<Decision>,
     },
     /// An attempt ended (well, stopped or with an error).
-    AttemptEnded {
+    AttemptEnded(AttemptEnd),
+    /// The worker running a dispatch was lost: run the attempt again elsewhere.
+    AttemptLost {
+        /// Trial.
+        trial_id: TrialId,
+        /// The dispatch.
+        lease: u64,
+    },
+    /// A worker that reconnected after a coordinator restart still runs this attempt;
+    /// the reply says whether it is adopted (if not, the worker drops it).
+    Adopt {
         /// Trial.
         trial_id: TrialId,
         /// Attempt.
         attempt: u32,
-        /// Worker that ran it.
-        worker: String,
-        /// When it started.
-        started_at_ms: i64,
-        /// `Err` carries the error or panic message.
-        result: Result<(), String>,
+        /// The worker's dispatch token.
+        lease: u64,
+        /// Adopted or not.
+        reply: RpcReplyPort<bool>,
     },
+    /// The grace period after a restart is over: run every attempt no worker adopted.
+    ReleaseHeld,
+    /// Stop the sweep: issue nothing more, stop what runs, complete with what finished.
+    Cancel,
     /// The writer made a part visible.
     Flushed {
         /// Part number.
@@ -62,6 +75,9 @@ pub enum SweepMsg {
     /// The writer could not write; the sweep stops (the journal keeps everything).
     WriterFailed(String),
 }
+
+// Local only: never crosses the network.
+impl ractor::Message for SweepMsg {}
 
 /// What a progress display shows.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -100,12 +116,31 @@ pub struct SweepResult {
     pub seed: u64,
 }
 
+/// How an attempt ended, as a worker tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    /// Trial.
+    pub trial_id: TrialId,
+    /// The dispatch.
+    pub lease: u64,
+    /// Attempt.
+    pub attempt: u32,
+    /// Worker that ran it.
+    pub worker: String,
+    /// When it started.
+    pub started_at_ms: i64,
+    /// `Err` carries the error or panic message.
+    pub result: Result<(), String>,
+    /// Everything it reported, in order.
+    pub history: Vec<StepReport>,
+}
+
 struct Running {
     request: TrialRequest,
     attempt: u32,
-    metrics: Vec<MetricRow>,
-    last: MetricValues,
-    steps: u64,
+    lease: u64,
+    /// Waiting after a restart for a reconnecting worker to claim it.
+    held: bool,
     stop_sent: bool,
 }
 
@@ -118,6 +153,8 @@ pub struct SweepCore {
     searcher: Box<dyn Searcher>,
     stopper: Box<dyn EarlyStopper>,
     running: BTreeMap<TrialId, Running>,
+    next_lease: u64,
+    cancelled: bool,
     unflushed: BTreeSet<TrialId>,
     flush_requested: bool,
     exhausted: bool,
@@ -136,6 +173,8 @@ pub struct Effects {
     pub record: Vec<(TrialRow, Vec<MetricRow>)>,
     /// Ask the writer to flush now.
     pub flush: bool,
+    /// Dispatches to stop (the sweep was cancelled).
+    pub cancel: Vec<u64>,
     /// The sweep is complete.
     pub complete: bool,
 }
@@ -168,7 +207,9 @@ fn spec_hash(spec: &SweepSpec) -> String {
 impl SweepCore {
     /// Builds the sweep state, replaying `state` (read from `journal`) if it has any.
     /// `seed` is used when the journal has none yet. Returns the core and the work that
-    /// replay left to do.
+    /// replay left to do. With `hold_orphans`, attempts that were running when the
+    /// coordinator stopped wait for [`SweepCore::adopt`] or [`SweepCore::release_held`]
+    /// instead of being queued again at once.
     pub fn restore(
         spec: SweepSpec,
         dataset: Option<DatasetRef>,
@@ -176,6 +217,7 @@ impl SweepCore {
         mut journal: Journal,
         state: JournalState,
         max_concurrent: u64,
+        hold_orphans: bool,
     ) -> Result<(Self, Effects), SweepError> {
         let hash = spec_hash(&spec);
         let seed = match &state.started {
@@ -233,9 +275,12 @@ impl SweepCore {
             searcher,
             stopper,
             running: BTreeMap::new(),
+            // Leases of different coordinator lives must not collide.
+            next_lease: tessera_core::rng::mix64(now_ms() as u64 ^ u64::from(std::process::id())),
+            cancelled: state.cancelled,
             unflushed: BTreeSet::new(),
             flush_requested: false,
-            exhausted: false,
+            exhausted: state.cancelled,
             max_concurrent: max_concurrent.max(1),
             progress,
             total_steps,
@@ -251,9 +296,16 @@ impl SweepCore {
         }
         // Issued but never finished: run again (a crash is not a failed attempt).
         for request in &state.issued {
-            if !state.finished.contains_key(&request.trial_id) {
+            if !state.finished.contains_key(&request.trial_id) && !core.cancelled {
                 let attempt = state.retries.get(&request.trial_id).copied().unwrap_or(0) + 1;
-                fx.submit.push(core.start(request.clone(), attempt));
+                let a = core.start(request.clone(), attempt);
+                if hold_orphans {
+                    if let Some(r) = core.running.get_mut(&a.request.trial_id) {
+                        r.held = true;
+                    }
+                } else {
+                    fx.submit.push(a);
+                }
             }
         }
         core.fill(&mut fx)?;
@@ -293,24 +345,124 @@ impl SweepCore {
     }
 
     fn start(&mut self, request: TrialRequest, attempt: u32) -> TrialAssignment {
+        self.next_lease = self.next_lease.wrapping_add(1);
+        let lease = self.next_lease;
         self.running.insert(
             request.trial_id,
             Running {
                 request: request.clone(),
                 attempt,
-                metrics: Vec::new(),
-                last: MetricValues::new(),
-                steps: 0,
+                lease,
+                held: false,
                 stop_sent: false,
             },
         );
         self.progress.running = self.running.len() as u64;
+        self.assignment(request, attempt, lease)
+    }
+
+    fn assignment(&self, request: TrialRequest, attempt: u32, lease: u64) -> TrialAssignment {
         TrialAssignment {
             request,
             attempt,
             program: self.spec.program.clone(),
             dataset: self.dataset.clone(),
+            lease,
+            wants_decisions: self.spec.early_stopping.is_some(),
+            time_limit_s: self.spec.trial_timeout_s,
         }
+    }
+
+    /// The sweep's validated spec.
+    pub fn spec(&self) -> &SweepSpec {
+        &self.spec
+    }
+
+    /// Whether the sweep was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Whether the sweep is complete (every trial ended and visible, or cancelled and
+    /// drained).
+    pub fn is_complete(&self) -> bool {
+        self.completed
+    }
+
+    /// A reconnecting worker still runs `lease` of `trial_id`: adopt it if the trial
+    /// waits for exactly that (held after a restart, or the same dispatch).
+    pub fn adopt(&mut self, trial_id: TrialId, attempt: u32, lease: u64) -> bool {
+        match self.running.get_mut(&trial_id) {
+            Some(r) if r.lease == lease => true,
+            Some(r) if r.held => {
+                r.held = false;
+                r.lease = lease;
+                r.attempt = attempt;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues every held attempt no worker claimed.
+    pub fn release_held(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        let held: Vec<TrialId> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.held)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in held {
+            if let Some(r) = self.running.remove(&id) {
+                fx.submit.push(self.start(r.request, r.attempt));
+            }
+        }
+        fx
+    }
+
+    /// The worker of `lease` was lost: the same attempt runs again under a new lease (a
+    /// lost worker is not the trial's failure).
+    pub fn attempt_lost(&mut self, trial_id: TrialId, lease: u64) -> Result<Effects, SweepError> {
+        let mut fx = Effects::default();
+        match self.running.get(&trial_id) {
+            Some(r) if r.lease == lease && !r.held => {}
+            _ => return Ok(fx),
+        }
+        let r = self
+            .running
+            .remove(&trial_id)
+            .unwrap_or_else(|| unreachable!());
+        if self.cancelled || r.stop_sent {
+            // Nothing more to learn from it.
+            self.progress.running = self.running.len() as u64;
+            self.check_done(&mut fx)?;
+            return Ok(fx);
+        }
+        tracing::warn!(sweep = %self.spec.name, trial_id, attempt = r.attempt, "worker lost; the attempt runs again");
+        fx.submit.push(self.start(r.request, r.attempt));
+        Ok(fx)
+    }
+
+    /// Cancels the sweep: nothing more is issued, running attempts are told to stop and
+    /// are recorded as stopped, attempts not yet running are dropped.
+    pub fn cancel(&mut self) -> Result<Effects, SweepError> {
+        let mut fx = Effects::default();
+        if self.cancelled || self.completed {
+            return Ok(fx);
+        }
+        self.journal
+            .append(&Record::Cancelled { at_ms: now_ms() })?;
+        self.cancelled = true;
+        self.exhausted = true;
+        self.running.retain(|_, r| !r.held);
+        for r in self.running.values_mut() {
+            r.stop_sent = true;
+            fx.cancel.push(r.lease);
+        }
+        self.progress.running = self.running.len() as u64;
+        self.check_done(&mut fx)?;
+        Ok(fx)
     }
 
     /// Asks the searcher for trials until the concurrency limit is reached.
@@ -357,34 +509,21 @@ impl SweepCore {
         Ok(())
     }
 
-    /// A report from a running attempt; returns the decision.
+    /// A report from a running attempt that wants a decision; returns it. (Metrics
+    /// themselves come with the attempt's end.)
     pub fn report(
         &mut self,
         trial_id: TrialId,
-        attempt: u32,
+        lease: u64,
         step: u64,
         metrics: MetricValues,
     ) -> Result<Decision, SweepError> {
         let Some(r) = self.running.get_mut(&trial_id) else {
             return Ok(Decision::Stop); // a late report of a trial already ended
         };
-        if r.attempt != attempt {
+        if r.lease != lease || r.stop_sent {
             return Ok(Decision::Stop);
         }
-        metrics::REPORTS.inc();
-        let at_ms = now_ms();
-        for (name, value) in &metrics {
-            r.metrics.push(MetricRow {
-                trial_id,
-                attempt,
-                step,
-                name: name.clone(),
-                value: *value,
-                at_ms,
-            });
-        }
-        r.steps = r.steps.max(step);
-        r.last = metrics.clone();
         if self.stopper.is_milestone(step) {
             self.journal.append(&Record::Milestone {
                 trial_id,
@@ -399,30 +538,60 @@ impl SweepCore {
         Ok(decision)
     }
 
-    /// An attempt ended.
-    pub fn attempt_ended(
-        &mut self,
-        trial_id: TrialId,
-        attempt: u32,
-        worker: String,
-        started_at_ms: i64,
-        result: Result<(), String>,
-    ) -> Result<Effects, SweepError> {
+    /// An attempt ended. Accepted if it is the trial's current dispatch, or if the
+    /// trial waits (held after a restart) for a worker to claim it; anything else is a
+    /// late result and is not recorded twice.
+    pub fn attempt_ended(&mut self, end: AttemptEnd) -> Result<Effects, SweepError> {
+        let AttemptEnd {
+            trial_id,
+            lease,
+            attempt,
+            worker,
+            started_at_ms,
+            result,
+            history,
+        } = end;
         let mut fx = Effects::default();
         match self.running.get(&trial_id) {
-            Some(r) if r.attempt == attempt => {}
-            _ => return Ok(fx), // stale: not recorded twice
+            Some(r) if r.lease == lease || r.held => {}
+            _ => {
+                tracing::info!(sweep = %self.spec.name, trial_id, attempt, worker = %worker, "late result of an attempt already given up on; ignored");
+                return Ok(fx);
+            }
         }
-        let r = self
+        let mut r = self
             .running
             .remove(&trial_id)
             .unwrap_or_else(|| unreachable!());
+        if r.held {
+            r.attempt = attempt;
+        }
+        let attempt = r.attempt;
+        metrics::REPORTS.inc_by(history.len() as u64);
+        let steps = history.iter().map(|h| h.step).max().unwrap_or(0);
+        let last = history
+            .last()
+            .map(|h| h.metrics.clone())
+            .unwrap_or_default();
+        let rows: Vec<MetricRow> = history
+            .into_iter()
+            .flat_map(|h| {
+                h.metrics.into_iter().map(move |(name, value)| MetricRow {
+                    trial_id,
+                    attempt,
+                    step: h.step,
+                    name,
+                    value,
+                    at_ms: h.at_ms,
+                })
+            })
+            .collect();
         let (status, error) = match &result {
             Ok(()) if r.stop_sent => (TrialStatus::Stopped, None),
             // Told to stop, then errored while stopping: it was stopped, not failed.
             Err(_) if r.stop_sent => (TrialStatus::Stopped, None),
             Ok(()) => (TrialStatus::Finished, None),
-            Err(e) if attempt < self.spec.max_attempts => {
+            Err(e) if attempt < self.spec.max_attempts && !self.cancelled => {
                 self.journal.append(&Record::Retry {
                     trial_id,
                     attempt,
@@ -449,14 +618,14 @@ impl SweepCore {
             seed: r.request.seed,
             started_at_ms,
             finished_at_ms: now_ms(),
-            steps: r.steps,
-            objective: r.last.get(&self.spec.objective.metric).copied(),
+            steps,
+            objective: last.get(&self.spec.objective.metric).copied(),
             error,
             params: r.request.params.clone(),
         };
         self.journal.append(&Record::Finished {
             row: row.clone(),
-            metrics: r.metrics.clone(),
+            metrics: rows.clone(),
         })?;
         crate::fault::point("after_finished");
         count(&mut self.progress, &row, self.spec.objective.goal);
@@ -480,7 +649,7 @@ impl SweepCore {
             steps: row.steps,
         });
         self.unflushed.insert(trial_id);
-        fx.record.push((row, r.metrics));
+        fx.record.push((row, rows));
         self.fill(&mut fx)?;
         self.progress.running = self.running.len() as u64;
         self.check_done(&mut fx)?;
@@ -521,6 +690,12 @@ pub struct SweepActor;
 /// Arguments: the restored core and its pending effects, the other actors, and where
 /// progress and the final result go.
 pub struct SweepArgs {
+    /// The sweep's id (its run directory's name): the scheduler's fair share and the
+    /// workers' messages are keyed by it.
+    pub id: String,
+    /// After a restart, how long attempts that were running wait for their worker to
+    /// reconnect and claim them (see [`SweepCore::restore`]).
+    pub release_after: Option<std::time::Duration>,
     /// The restored core.
     pub core: SweepCore,
     /// Work left by replay.
@@ -537,6 +712,7 @@ pub struct SweepArgs {
 
 /// The sweep actor's state.
 pub struct SweepState {
+    id: String,
     core: SweepCore,
     scheduler: ActorRef<SchedulerMsg>,
     writer: ActorRef<WriterMsg>,
@@ -552,9 +728,17 @@ impl SweepState {
         }
         for assignment in fx.submit {
             let _ = self.scheduler.cast(SchedulerMsg::Submit {
+                sweep_id: self.id.clone(),
                 assignment,
                 slots: self.core.spec.slots,
+                gpus: self.core.spec.gpus,
                 sweep: myself.clone(),
+            });
+        }
+        if !fx.cancel.is_empty() {
+            let _ = self.scheduler.cast(SchedulerMsg::Cancel {
+                sweep_id: self.id.clone(),
+                leases: fx.cancel,
             });
         }
         if fx.flush {
@@ -589,6 +773,7 @@ impl Actor for SweepActor {
         args: SweepArgs,
     ) -> Result<SweepState, ActorProcessingErr> {
         let mut state = SweepState {
+            id: args.id,
             core: args.core,
             scheduler: args.scheduler,
             writer: args.writer,
@@ -598,6 +783,9 @@ impl Actor for SweepActor {
         };
         state.writer.cast(WriterMsg::Attach(myself.clone()))?;
         state.apply(&myself, args.pending);
+        if let Some(after) = args.release_after {
+            myself.send_after(after, || SweepMsg::ReleaseHeld);
+        }
         Ok(state)
     }
 
@@ -610,26 +798,30 @@ impl Actor for SweepActor {
         let fx = match msg {
             SweepMsg::Report {
                 trial_id,
-                attempt,
+                lease,
                 step,
                 metrics,
                 reply,
-            } => match state.core.report(trial_id, attempt, step, metrics) {
+            } => match state.core.report(trial_id, lease, step, metrics) {
                 Ok(decision) => {
                     let _ = reply.send(decision);
                     return Ok(());
                 }
                 Err(e) => Err(e),
             },
-            SweepMsg::AttemptEnded {
+            SweepMsg::AttemptEnded(end) => state.core.attempt_ended(end),
+            SweepMsg::AttemptLost { trial_id, lease } => state.core.attempt_lost(trial_id, lease),
+            SweepMsg::Adopt {
                 trial_id,
                 attempt,
-                worker,
-                started_at_ms,
-                result,
-            } => state
-                .core
-                .attempt_ended(trial_id, attempt, worker, started_at_ms, result),
+                lease,
+                reply,
+            } => {
+                let _ = reply.send(state.core.adopt(trial_id, attempt, lease));
+                return Ok(());
+            }
+            SweepMsg::ReleaseHeld => Ok(state.core.release_held()),
+            SweepMsg::Cancel => state.core.cancel(),
             SweepMsg::Flushed { part, trial_ids } => state.core.flushed(part, trial_ids),
             SweepMsg::WriterFailed(e) => {
                 state.finish(Err(format!(
@@ -665,51 +857,88 @@ mod tests {
         .unwrap()
     }
 
-    fn open(path: &std::path::Path) -> (SweepCore, Effects) {
+    fn open(path: &std::path::Path, hold: bool) -> (SweepCore, Effects) {
         let (journal, state) = Journal::open(path).unwrap();
-        SweepCore::restore(spec(), None, 0, journal, state, 2).unwrap()
+        SweepCore::restore(spec(), None, 0, journal, state, 2, hold).unwrap()
     }
 
-    fn loss(v: f64) -> MetricValues {
-        [("loss".to_owned(), v)].into_iter().collect()
+    fn end(a: &TrialAssignment, result: Result<(), String>, loss: f64) -> AttemptEnd {
+        AttemptEnd {
+            trial_id: a.request.trial_id,
+            lease: a.lease,
+            attempt: a.attempt,
+            worker: "w".into(),
+            started_at_ms: 0,
+            result,
+            history: vec![StepReport {
+                step: 1,
+                at_ms: 0,
+                metrics: [("loss".to_owned(), loss)].into_iter().collect(),
+            }],
+        }
     }
 
-    /// Drives the sweep logic directly: retries, stale attempts and late reports, a
-    /// restart with a trial running and one finished but not yet in Parquet.
+    /// Drives the sweep logic directly: retries, a lost worker, stale leases and late
+    /// reports, a restart with a trial running (held, then adopted or released) and one
+    /// finished but not yet in Parquet.
     #[test]
     fn sweep_core_bookkeeping_survives_stale_messages_and_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
-        let (mut core, fx) = open(&path);
-        let ids: Vec<u64> = fx.submit.iter().map(|a| a.request.trial_id).collect();
-        assert_eq!(ids, vec![0, 1], "concurrency 2");
+        let (mut core, fx) = open(&path, false);
+        let a: Vec<TrialAssignment> = fx.submit;
+        assert_eq!(
+            a.iter().map(|a| a.request.trial_id).collect::<Vec<_>>(),
+            vec![0, 1],
+            "concurrency 2"
+        );
+        assert_ne!(a[0].lease, a[1].lease);
 
-        // Trial 0 fails once, is retried as attempt 2.
+        // Trial 0 fails once, is retried as attempt 2 under a new lease.
         let fx = core
-            .attempt_ended(0, 1, "w".into(), 0, Err("boom".into()))
+            .attempt_ended(end(&a[0], Err("boom".into()), 0.0))
             .unwrap();
-        assert_eq!((fx.submit.len(), fx.submit[0].attempt), (1, 2));
-        // A late report and a late end from attempt 1 are ignored.
-        assert_eq!(core.report(0, 1, 1, loss(1.0)).unwrap(), Decision::Stop);
-        let fx = core.attempt_ended(0, 1, "w".into(), 0, Ok(())).unwrap();
+        let retry = fx.submit[0].clone();
+        assert_eq!((retry.attempt, retry.request.trial_id), (2, 0));
+        assert_ne!(retry.lease, a[0].lease);
+        // A late report and a late end of the first lease are ignored.
+        assert_eq!(
+            core.report(0, a[0].lease, 1, MetricValues::new()).unwrap(),
+            Decision::Stop
+        );
+        let fx = core.attempt_ended(end(&a[0], Ok(()), 9.0)).unwrap();
         assert!(fx.record.is_empty() && fx.submit.is_empty());
-        // Attempt 2 reports and finishes; trial 2 is issued in its place.
-        assert_eq!(core.report(0, 2, 1, loss(0.5)).unwrap(), Decision::Continue);
-        let fx = core.attempt_ended(0, 2, "w".into(), 0, Ok(())).unwrap();
+        // Its worker is lost: the same attempt runs again under a new lease, and the lost
+        // lease's result, arriving late, is not recorded.
+        let fx = core.attempt_lost(0, retry.lease).unwrap();
+        let again = fx.submit[0].clone();
+        assert_eq!((again.attempt, again.request.trial_id), (2, 0));
+        assert_ne!(again.lease, retry.lease);
+        assert!(
+            core.attempt_ended(end(&retry, Ok(()), 9.0))
+                .unwrap()
+                .record
+                .is_empty()
+        );
+        // The current lease finishes; trial 2 is issued in its place.
+        let fx = core.attempt_ended(end(&again, Ok(()), 0.5)).unwrap();
         assert_eq!(fx.record.len(), 1);
         assert_eq!(fx.record[0].0.objective, Some(0.5));
+        assert_eq!(fx.record[0].1.len(), 1, "its metric rows");
         assert_eq!(fx.submit[0].request.trial_id, 2);
+        let t2 = fx.submit[0].clone();
         // The same end again records nothing twice.
         assert!(
-            core.attempt_ended(0, 2, "w".into(), 0, Ok(()))
+            core.attempt_ended(end(&again, Ok(()), 0.5))
                 .unwrap()
                 .record
                 .is_empty()
         );
         drop(core);
 
-        // Restart: trial 0 is finished but never flushed; 1 and 2 were running.
-        let (mut core, fx) = open(&path);
+        // Restart (cluster mode): trial 0 is finished but never flushed; 1 and 2 were
+        // running and wait to be claimed.
+        let (mut core, fx) = open(&path, true);
         let rerecorded: Vec<u64> = fx.record.iter().map(|(r, _)| r.trial_id).collect();
         assert_eq!(rerecorded, vec![0]);
         assert_eq!(
@@ -717,27 +946,23 @@ mod tests {
             1,
             "its metrics come back from the journal"
         );
-        let mut resubmitted: Vec<(u64, u32)> = fx
-            .submit
-            .iter()
-            .map(|a| (a.request.trial_id, a.attempt))
-            .collect();
-        resubmitted.sort_unstable();
-        assert_eq!(resubmitted, vec![(1, 1), (2, 1)]);
+        assert!(fx.submit.is_empty(), "held for their workers");
         assert_eq!(core.result().progress.retries, 1);
-
-        core.flushed(1, vec![0]).unwrap();
-        // Trial 1 ends and trial 3, the last, is issued in its place.
-        let fx = core.attempt_ended(1, 1, "w".into(), 0, Ok(())).unwrap();
-        assert_eq!(
-            fx.submit
-                .iter()
-                .map(|a| a.request.trial_id)
-                .collect::<Vec<_>>(),
-            vec![3]
+        // Trial 1's worker reconnects and claims it; trial 2's result arrives from a
+        // worker's outbox (it ended while the coordinator was down) and is accepted.
+        assert!(core.adopt(1, 1, a[1].lease));
+        assert!(!core.adopt(3, 1, 12345), "never issued");
+        let fx = core.attempt_ended(end(&t2, Ok(()), 0.7)).unwrap();
+        assert_eq!(fx.record.len(), 1);
+        assert_eq!(fx.submit[0].request.trial_id, 3, "the last trial is issued");
+        let t3 = fx.submit[0].clone();
+        assert!(
+            core.release_held().submit.is_empty(),
+            "nothing left unclaimed"
         );
-        core.attempt_ended(2, 1, "w".into(), 0, Ok(())).unwrap();
-        let fx = core.attempt_ended(3, 1, "w".into(), 0, Ok(())).unwrap();
+        core.flushed(1, vec![0]).unwrap();
+        core.attempt_ended(end(&a[1], Ok(()), 0.6)).unwrap();
+        let fx = core.attempt_ended(end(&t3, Ok(()), 0.8)).unwrap();
         assert!(
             fx.flush && !fx.complete,
             "all ended: flush before completing"
@@ -747,5 +972,36 @@ mod tests {
         let fx = core.flushed(3, vec![3]).unwrap();
         assert!(fx.complete);
         assert_eq!(core.result().progress.finished, 4);
+    }
+
+    #[test]
+    fn unclaimed_attempts_are_released_and_cancel_drains_the_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (core, fx) = open(&path, false);
+        assert_eq!(fx.submit.len(), 2);
+        drop(core);
+        let (mut core, fx) = open(&path, true);
+        assert!(fx.submit.is_empty());
+        let released = core.release_held().submit;
+        assert_eq!(released.len(), 2);
+        // Cancel: nothing more is issued; the running attempts are told to stop and are
+        // recorded as stopped when they end.
+        let fx = core.cancel().unwrap();
+        assert_eq!(fx.cancel.len(), 2);
+        let fx = core.attempt_ended(end(&released[0], Ok(()), 0.1)).unwrap();
+        assert_eq!(fx.record[0].0.status, "stopped");
+        assert!(fx.submit.is_empty());
+        // The other one's queue entry is dropped: lost, and not run again.
+        let fx = core
+            .attempt_lost(released[1].request.trial_id, released[1].lease)
+            .unwrap();
+        assert!(fx.submit.is_empty() && fx.flush);
+        let fx = core.flushed(1, vec![released[0].request.trial_id]).unwrap();
+        assert!(fx.complete);
+        drop(core);
+        // A cancelled sweep stays cancelled after a restart.
+        let (core, fx) = open(&path, false);
+        assert!(core.is_cancelled() && fx.submit.is_empty() && fx.complete);
     }
 }

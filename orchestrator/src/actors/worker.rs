@@ -1,69 +1,21 @@
-//! The worker actor: runs trials with a [`TrialExecutor`] on blocking threads, one per
-//! slot, and never lets a trial's panic or error take it down.
+//! Running trial attempts: [`spawn_attempt`] runs one on a blocking thread with a
+//! watchdog for its time limit and a stop flag for cancellation, and never lets a
+//! trial's panic or error escape. The in-process [`WorkerActor`] and the worker node's
+//! agent (`cluster::agent`) both use it.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tessera_core::Decision;
 use tessera_core::program::{TrialExecutor, TrialReporter};
-use tessera_core::trial::{MetricValues, TrialAssignment, TrialId};
+use tessera_core::trial::{MetricValues, StepReport, TrialAssignment};
 
 use super::now_ms;
 use super::scheduler::SchedulerMsg;
-use super::sweep::SweepMsg;
-
-/// Messages a worker handles.
-pub enum WorkerMsg {
-    /// Run one attempt of a trial; report to `sweep`, free the slot at `scheduler`.
-    Run {
-        /// The attempt.
-        assignment: TrialAssignment,
-        /// Slots it occupies.
-        slots: u32,
-        /// Where reports and the outcome go.
-        sweep: ActorRef<SweepMsg>,
-        /// Where the freed slot goes.
-        scheduler: ActorRef<SchedulerMsg>,
-    },
-}
-
-/// A worker of the embedded coordinator.
-pub struct WorkerActor;
-
-/// The worker's state.
-pub struct WorkerState {
-    name: String,
-    executor: Arc<dyn TrialExecutor>,
-}
-
-/// Reports from a trial thread to the sweep actor, waiting for each decision.
-struct ActorReporter {
-    sweep: ActorRef<SweepMsg>,
-    trial_id: TrialId,
-    attempt: u32,
-    runtime: tokio::runtime::Handle,
-}
-
-impl TrialReporter for ActorReporter {
-    fn report(&mut self, step: u64, metrics: &MetricValues) -> Decision {
-        let call = self.sweep.call(
-            |reply| SweepMsg::Report {
-                trial_id: self.trial_id,
-                attempt: self.attempt,
-                step,
-                metrics: metrics.clone(),
-                reply,
-            },
-            None,
-        );
-        match self.runtime.block_on(call) {
-            Ok(ractor::rpc::CallResult::Success(d)) => d,
-            // The coordinator is gone or shutting down: stop wasting the slot.
-            _ => Decision::Stop,
-        }
-    }
-}
+use super::sweep::{AttemptEnd, SweepMsg};
 
 /// The message of a panic payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -88,6 +40,140 @@ pub fn run_attempt(
     }
 }
 
+/// Asks the sweep for a decision after a report (only when early stopping is on).
+pub type Decide = Box<dyn FnMut(u64, &MetricValues) -> Decision + Send>;
+/// Receives the attempt's end, once: from the trial thread or from the watchdog.
+pub type OnEnd = Box<dyn FnOnce(AttemptEnd) + Send>;
+/// Called when the trial thread is really done and its slot is free again.
+pub type OnFreed = Box<dyn FnOnce() + Send>;
+
+struct Reporter {
+    history: Arc<Mutex<Vec<StepReport>>>,
+    stop: Arc<AtomicBool>,
+    wants_decisions: bool,
+    decide: Decide,
+}
+
+impl TrialReporter for Reporter {
+    fn report(&mut self, step: u64, metrics: &MetricValues) -> Decision {
+        if let Ok(mut h) = self.history.lock() {
+            h.push(StepReport {
+                step,
+                at_ms: now_ms(),
+                metrics: metrics.clone(),
+            });
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return Decision::Stop;
+        }
+        if !self.wants_decisions {
+            return Decision::Continue;
+        }
+        let d = (self.decide)(step, metrics);
+        if d == Decision::Stop {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        d
+    }
+}
+
+/// Starts one attempt on a blocking thread; returns its stop flag (set it to cancel:
+/// the trial stops at its next report). If the assignment has a time limit and the
+/// attempt exceeds it, `on_end` gets a failure at once and the thread is told to stop;
+/// `on_freed` still waits for the thread.
+pub fn spawn_attempt(
+    executor: Arc<dyn TrialExecutor>,
+    assignment: TrialAssignment,
+    worker: String,
+    decide: Decide,
+    on_end: OnEnd,
+    on_freed: OnFreed,
+) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let on_end = Arc::new(Mutex::new(Some(on_end)));
+    let started_at_ms = now_ms();
+    let end_with = {
+        let history = history.clone();
+        let on_end = on_end.clone();
+        let assignment = assignment.clone();
+        move |result: Result<(), String>| {
+            let f = on_end.lock().ok().and_then(|mut f| f.take());
+            if let Some(f) = f {
+                let history = history.lock().map(|h| h.clone()).unwrap_or_default();
+                f(AttemptEnd {
+                    trial_id: assignment.request.trial_id,
+                    lease: assignment.lease,
+                    attempt: assignment.attempt,
+                    worker: worker.clone(),
+                    started_at_ms,
+                    result,
+                    history,
+                });
+            }
+        }
+    };
+    if let Some(limit) = assignment.time_limit_s {
+        let end_with = end_with.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(limit)).await;
+            stop.store(true, Ordering::Relaxed);
+            end_with(Err(format!(
+                "exceeded the time limit of {limit} s (budget.trial_timeout_s)"
+            )));
+        });
+    }
+    let mut reporter = Reporter {
+        history,
+        stop: stop.clone(),
+        wants_decisions: assignment.wants_decisions,
+        decide,
+    };
+    tokio::task::spawn_blocking(move || {
+        let result = run_attempt(executor.as_ref(), &assignment, &mut reporter);
+        end_with(result);
+        on_freed();
+    });
+    stop
+}
+
+/// Messages an in-process worker handles.
+pub enum WorkerMsg {
+    /// Run one attempt; report to `sweep`, free the slot at `scheduler`.
+    Run {
+        /// The attempt.
+        assignment: TrialAssignment,
+        /// Where decisions come from and the outcome goes.
+        sweep: ActorRef<SweepMsg>,
+        /// Where the freed slot goes.
+        scheduler: ActorRef<SchedulerMsg>,
+    },
+    /// Stop a running attempt at its next report.
+    Cancel {
+        /// The dispatch.
+        lease: u64,
+    },
+    /// An attempt's thread ended.
+    Freed {
+        /// The dispatch.
+        lease: u64,
+    },
+}
+
+// Local only: never crosses the network.
+impl ractor::Message for WorkerMsg {}
+
+/// A worker of the embedded coordinator.
+pub struct WorkerActor;
+
+/// The worker's state.
+pub struct WorkerState {
+    name: String,
+    executor: Arc<dyn TrialExecutor>,
+    running: HashMap<u64, Arc<AtomicBool>>,
+}
+
 impl Actor for WorkerActor {
     type Msg = WorkerMsg;
     type State = WorkerState;
@@ -98,46 +184,77 @@ impl Actor for WorkerActor {
         _: ActorRef<WorkerMsg>,
         (name, executor): Self::Arguments,
     ) -> Result<WorkerState, ActorProcessingErr> {
-        Ok(WorkerState { name, executor })
+        Ok(WorkerState {
+            name,
+            executor,
+            running: HashMap::new(),
+        })
     }
 
     async fn handle(
         &self,
-        _: ActorRef<WorkerMsg>,
+        myself: ActorRef<WorkerMsg>,
         msg: WorkerMsg,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Run {
                 assignment,
-                slots,
                 sweep,
                 scheduler,
             } => {
-                let executor = state.executor.clone();
-                let worker = state.name.clone();
+                let lease = assignment.lease;
+                let trial_id = assignment.request.trial_id;
                 let runtime = tokio::runtime::Handle::current();
-                let running = crate::metrics::WORKER_TRIALS_RUNNING.with_label_values(&[&worker]);
+                let running =
+                    crate::metrics::WORKER_TRIALS_RUNNING.with_label_values(&[&state.name]);
                 running.inc();
-                tokio::task::spawn_blocking(move || {
-                    let started_at_ms = now_ms();
-                    let mut reporter = ActorReporter {
-                        sweep: sweep.clone(),
-                        trial_id: assignment.request.trial_id,
-                        attempt: assignment.attempt,
-                        runtime,
-                    };
-                    let result = run_attempt(executor.as_ref(), &assignment, &mut reporter);
-                    running.dec();
-                    let _ = sweep.cast(SweepMsg::AttemptEnded {
-                        trial_id: assignment.request.trial_id,
-                        attempt: assignment.attempt,
-                        worker: worker.clone(),
-                        started_at_ms,
-                        result,
-                    });
-                    let _ = scheduler.cast(SchedulerMsg::SlotFreed { worker, slots });
+                let decide: Decide = {
+                    let sweep = sweep.clone();
+                    Box::new(move |step, metrics| {
+                        let call = sweep.call(
+                            |reply| SweepMsg::Report {
+                                trial_id,
+                                lease,
+                                step,
+                                metrics: metrics.clone(),
+                                reply,
+                            },
+                            None,
+                        );
+                        match runtime.block_on(call) {
+                            Ok(ractor::rpc::CallResult::Success(d)) => d,
+                            // The coordinator is gone or shutting down: stop wasting the slot.
+                            _ => Decision::Stop,
+                        }
+                    })
+                };
+                let on_end: OnEnd = Box::new(move |end| {
+                    let _ = sweep.cast(SweepMsg::AttemptEnded(end));
                 });
+                let worker = state.name.clone();
+                let on_freed: OnFreed = Box::new(move || {
+                    running.dec();
+                    let _ = scheduler.cast(SchedulerMsg::SlotFreed { worker, lease });
+                    let _ = myself.cast(WorkerMsg::Freed { lease });
+                });
+                let stop = spawn_attempt(
+                    state.executor.clone(),
+                    assignment,
+                    state.name.clone(),
+                    decide,
+                    on_end,
+                    on_freed,
+                );
+                state.running.insert(lease, stop);
+            }
+            WorkerMsg::Cancel { lease } => {
+                if let Some(stop) = state.running.get(&lease) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            WorkerMsg::Freed { lease } => {
+                state.running.remove(&lease);
             }
         }
         Ok(())

@@ -26,6 +26,9 @@ pub enum WriterMsg {
     Attach(ActorRef<SweepMsg>),
 }
 
+// Local only: never crosses the network.
+impl ractor::Message for WriterMsg {}
+
 /// When the writer writes a part.
 #[derive(Debug, Clone, Copy)]
 pub struct FlushPolicy {

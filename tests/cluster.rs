@@ -1,0 +1,622 @@
+//! Cluster mode with real OS processes on loopback: a coordinator (`tessera serve`),
+//! worker nodes (`tessera worker`) and clients (`tessera submit|status|cancel|report`).
+//! Workers are SIGKILLed, stopped, partitioned off in a network namespace, the
+//! coordinator is SIGKILLed and restarted; every sweep must end with its budget of
+//! trials, each recorded exactly once.
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tessera_orchestrator::store::read_table;
+
+const SECRET: &str = "s3cret-for-tests";
+
+fn tessera() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    c.env("TESSERA_SECRET", SECRET)
+        .env_remove("TESSERA_COORDINATOR")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process whose stderr goes to a file; killed when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut c: Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(f))
+            .spawn()
+            .unwrap();
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    serve_args: Vec<String>,
+    addr: String,
+    listen: String,
+    coordinator: Option<Proc>,
+    workers: Vec<Proc>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let port = free_port();
+        Cluster::on(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{port}"))
+    }
+
+    fn on(listen: &str, addr: &str) -> Cluster {
+        Cluster::with(listen, addr, &["-v", "--flush-trials", "5"])
+    }
+
+    fn with(listen: &str, addr: &str, serve_args: &[&str]) -> Cluster {
+        let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            serve_args: serve_args.iter().map(|a| (*a).to_owned()).collect(),
+            addr: addr.to_owned(),
+            listen: listen.to_owned(),
+            coordinator: None,
+            workers: Vec::new(),
+        };
+        c.start_coordinator();
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_coordinator(&mut self) {
+        let mut c = tessera();
+        c.args([
+            "serve",
+            "--listen",
+            &self.listen,
+            "--heartbeat-timeout",
+            "2",
+        ])
+        .arg("--state")
+        .arg(self.path("state"))
+        .args(&self.serve_args);
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let p = Proc::spawn(c, self.path(&format!("coordinator-{n}.log")));
+        let start = Instant::now();
+        let tcp: std::net::SocketAddr = self.listen.parse().unwrap();
+        while TcpStream::connect_timeout(&tcp, Duration::from_millis(100)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "coordinator did not start: {}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.coordinator = Some(p);
+    }
+
+    fn worker_cmd(&self, name: &str, slots: u32) -> Command {
+        let mut c = tessera();
+        c.args(["-v", "worker", "--join", &self.addr, "--name", name])
+            .args(["--slots", &slots.to_string()]);
+        c
+    }
+
+    fn add_worker(&mut self, name: &str, slots: u32) -> usize {
+        let c = self.worker_cmd(name, slots);
+        self.workers
+            .push(Proc::spawn(c, self.path(&format!("worker-{name}.log"))));
+        self.workers.len() - 1
+    }
+
+    /// Runs a client command against the coordinator; returns (exit code, stdout, stderr).
+    fn client(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let o = tessera()
+            .args(args)
+            .args(["--coordinator", &self.addr])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// Submits a sweep; returns its id.
+    fn submit(&self, name: &str, yaml: &str) -> String {
+        let file = self.path(&format!("{name}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        let (code, out, err) = self.client(&["submit", file.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        out.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
+    fn status_all(&self) -> serde_json::Value {
+        let (code, out, err) = self.client(&["status", "--json"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn status(&self, sweep: &str) -> serde_json::Value {
+        let (code, out, err) = self.client(&["status", sweep, "--json"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Polls the sweep's status until `pred` holds.
+    fn wait_for(
+        &self,
+        sweep: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status(sweep);
+            if pred(&s["sweeps"][0]) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}: {s}\n--- coordinator:\n{}",
+                self.coordinator.as_ref().map(Proc::log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_done(&self, sweep: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_for(sweep, "the sweep to complete", timeout, |s| {
+            s["state"] == "complete" || s["state"] == "error"
+        })
+    }
+
+    fn run_dir(&self, sweep: &str) -> PathBuf {
+        self.path("state").join("runs").join(sweep)
+    }
+}
+
+fn sweep_yaml(name: &str, trials: u32, sleep_ms: u32, reports: u32) -> String {
+    format!(
+        "version: 1\nname: {name}\nkind: random\nseed: 3\nprogram: synthetic\nspace:\n  x: {{ float: [0, 1] }}\n  sleep_ms: {sleep_ms}\n  reports: {reports}\nobjective: {{ metric: loss, goal: minimize }}\nbudget: {{ trials: {trials}, max_attempts: 1 }}\n"
+    )
+}
+
+/// Every trial of the run recorded exactly once, all finished; returns the workers that
+/// ran them.
+fn exactly_once(dir: &Path, trials: u64, reports: u64) -> BTreeSet<String> {
+    let t = read_table(dir, "trials").unwrap();
+    let ids = t.column("trial_id").unwrap().u64().unwrap().clone();
+    let status = t.column("status").unwrap().str().unwrap().clone();
+    let worker = t.column("worker").unwrap().str().unwrap().clone();
+    let mut seen = BTreeSet::new();
+    let mut workers = BTreeSet::new();
+    for i in 0..t.height() {
+        let id = ids.get(i).unwrap();
+        assert!(seen.insert(id), "trial {id} recorded twice");
+        assert_eq!(status.get(i), Some("finished"), "trial {id}");
+        workers.insert(worker.get(i).unwrap().to_owned());
+    }
+    assert_eq!(seen.len() as u64, trials, "every trial of the budget");
+    assert_eq!(seen.iter().copied().max(), Some(trials - 1));
+    let m = read_table(dir, "metrics").unwrap();
+    assert_eq!(
+        m.height() as u64,
+        trials * reports * 2,
+        "every metric row exactly once (loss and accuracy per report)"
+    );
+    workers
+}
+
+#[test]
+fn a_killed_worker_loses_nothing_and_sweeps_share_the_workers() {
+    let mut c = Cluster::new();
+    c.add_worker("w1", 2);
+    c.add_worker("w2", 2);
+    let big = c.submit("big", &sweep_yaml("big", 60, 100, 4));
+    let small = c.submit("small", &sweep_yaml("small", 8, 100, 4));
+    // Fair share: the small sweep, submitted second, is not queued behind the big one.
+    let s = c.wait_done(&small, Duration::from_secs(60));
+    let big_status = c.status(&big);
+    assert_eq!(s["sweeps"][0]["finished"], 8, "{s}");
+    assert_ne!(
+        big_status["sweeps"][0]["state"], "complete",
+        "the second sweep finished only after the first: {big_status}"
+    );
+    // Kill w1 with trials running; a fresh worker joins and the sweep completes.
+    c.wait_for(&big, "some progress", Duration::from_secs(60), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 10
+    });
+    c.workers[0].kill();
+    c.add_worker("w3", 2);
+    let s = c.wait_done(&big, Duration::from_secs(120));
+    assert_eq!(s["sweeps"][0]["state"], "complete", "{s}");
+    assert_eq!(s["sweeps"][0]["finished"], 60, "{s}");
+    let workers = exactly_once(&c.run_dir(&big), 60, 4);
+    assert!(workers.contains("w3"), "{workers:?}");
+    exactly_once(&c.run_dir(&small), 8, 4);
+    let log = c.coordinator.as_ref().unwrap().log();
+    assert!(log.contains("worker lost"), "{log}");
+
+    // The status lists the workers that are left, and a report comes from the coordinator.
+    let all = c.status("big");
+    let names: Vec<&str> = all["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"w2") && names.contains(&"w3") && !names.contains(&"w1"),
+        "{all}"
+    );
+    let (code, out, err) = c.client(&["report", "big", "--top", "3"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("trial") && out.contains("loss"), "{out}");
+    let (code, out, _) = c.client(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&big) && out.contains("w2"), "{out}");
+}
+
+#[test]
+fn a_stuck_worker_is_given_up_and_its_late_results_are_not_recorded_twice() {
+    let mut c = Cluster::new();
+    c.add_worker("steady", 2);
+    let stuck = c.add_worker("stuck", 2);
+    let id = c.submit("s", &sweep_yaml("s", 30, 100, 3));
+    c.wait_for(&id, "some progress", Duration::from_secs(60), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 4
+    });
+    // Freeze the process: its connection stays open, only heartbeats stop.
+    c.workers[stuck].signal("STOP");
+    let log_has = |c: &Cluster, what: &str, timeout: Duration| {
+        let start = Instant::now();
+        while !c.coordinator.as_ref().unwrap().log().contains(what) {
+            assert!(
+                start.elapsed() < timeout,
+                "no `{what}` in the coordinator log"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    log_has(&c, "missed heartbeats", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    // Thaw it: it rejoins, and what it finished meanwhile is recognised as late.
+    c.workers[stuck].signal("CONT");
+    let s = c.wait_done(&id, Duration::from_secs(120));
+    assert_eq!(s["sweeps"][0]["finished"], 30, "{s}");
+    exactly_once(&c.run_dir(&id), 30, 3);
+    log_has(&c, "asking it to rejoin", Duration::from_secs(20));
+}
+
+#[test]
+fn a_killed_coordinator_restarts_and_the_sweep_completes_exactly_once() {
+    let mut c = Cluster::new();
+    c.add_worker("a", 2);
+    c.add_worker("b", 2);
+    let id = c.submit("r", &sweep_yaml("r", 40, 60, 3));
+    c.wait_for(&id, "some progress", Duration::from_secs(60), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 8
+    });
+    c.coordinator.as_mut().unwrap().kill();
+    std::thread::sleep(Duration::from_millis(500));
+    c.start_coordinator();
+    let s = c.wait_done(&id, Duration::from_secs(120));
+    assert_eq!(s["sweeps"][0]["finished"], 40, "{s}");
+    exactly_once(&c.run_dir(&id), 40, 3);
+    // The workers reconnected by themselves.
+    for w in &c.workers {
+        assert!(
+            w.log().matches("joined the coordinator").count() >= 2,
+            "{}",
+            w.log()
+        );
+    }
+    eprintln!(
+        "--- restarted coordinator log:\n{}",
+        c.coordinator.as_ref().unwrap().log()
+    );
+}
+
+#[test]
+fn nodes_without_the_secret_or_of_another_version_are_refused() {
+    let mut c = Cluster::new();
+    // Missing secret: a usage error before anything connects.
+    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .env_remove("TESSERA_SECRET")
+        .args(["worker", "--join", &c.addr])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no cluster secret"));
+
+    // Wrong secret: refused by the coordinator, which logs the refusal.
+    let wrong = c.path("wrong-secret");
+    std::fs::write(&wrong, "not-the-secret\n").unwrap();
+    let mut cmd = c.worker_cmd("intruder", 1);
+    cmd.arg("--secret-file").arg(&wrong);
+    let mut w = Proc::spawn(cmd, c.path("intruder.log"));
+    assert_eq!(w.wait_exit(Duration::from_secs(30)), Some(1), "{}", w.log());
+    assert!(w.log().contains("refused this node"), "{}", w.log());
+    assert!(
+        c.coordinator
+            .as_ref()
+            .unwrap()
+            .log()
+            .contains("refused a node"),
+        "{}",
+        c.coordinator.as_ref().unwrap().log()
+    );
+
+    // Another protocol version: refused with a message that says what to do.
+    let mut cmd = c.worker_cmd("old", 1);
+    cmd.args(["--protocol-version", "999"]);
+    let mut w = Proc::spawn(cmd, c.path("old.log"));
+    assert_eq!(w.wait_exit(Duration::from_secs(30)), Some(1), "{}", w.log());
+    assert!(w.log().contains("same Tessera release"), "{}", w.log());
+
+    // A client with the wrong secret.
+    let o = tessera()
+        .env("TESSERA_SECRET", "nope")
+        .args(["status", "--coordinator", &c.addr])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused"));
+
+    // The coordinator is unharmed.
+    c.add_worker("fine", 1);
+    let id = c.submit("ok", &sweep_yaml("ok", 3, 0, 1));
+    c.wait_done(&id, Duration::from_secs(60));
+    exactly_once(&c.run_dir(&id), 3, 1);
+
+    // A bad sweep file: one located error, exit 2, nothing submitted.
+    let bad = c.path("bad.yaml");
+    std::fs::write(&bad, "version: 1\nname: b\nkind: grid\nprogram: synthetic\nspace:\n  x: { float: [1, 0] }\nobjective: { metric: loss, goal: minimize }\n").unwrap();
+    let (code, _, err) = c.client(&["submit", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("bad.yaml:6:"), "{err}");
+}
+
+#[test]
+fn cancel_stops_a_sweep_and_keeps_what_finished() {
+    let mut c = Cluster::new();
+    c.add_worker("w", 2);
+    let id = c.submit("long", &sweep_yaml("long", 200, 50, 4));
+    c.wait_for(&id, "some progress", Duration::from_secs(60), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 3
+    });
+    let (code, out, err) = c.client(&["cancel", &id]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let s = c.wait_for(&id, "the cancel", Duration::from_secs(60), |s| {
+        s["state"] == "cancelled"
+    });
+    let done =
+        s["sweeps"][0]["finished"].as_u64().unwrap() + s["sweeps"][0]["stopped"].as_u64().unwrap();
+    assert!(done < 200, "{s}");
+    let t = read_table(&c.run_dir(&id), "trials").unwrap();
+    assert_eq!(t.height() as u64, done);
+}
+
+/// Reads a whole file (for /proc checks).
+fn read(path: &str) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Runs `ip ARGS…`, returning whether it worked.
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A network namespace joined to the host by a veth pair (198.18.N.1 on the host,
+/// 198.18.N.2 inside); removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn create(n: u8) -> Result<Netns, String> {
+        let name = format!("tessera-t{n}-{}", std::process::id() % 10_000);
+        let host_if = format!("vth{n}-{}", std::process::id() % 10_000);
+        let peer_if = format!("vtp{n}-{}", std::process::id() % 10_000);
+        let ns = Netns {
+            name: name.clone(),
+            host_if: host_if.clone(),
+        };
+        let host_ip = format!("198.18.{n}.1/24");
+        let peer_ip = format!("198.18.{n}.2/24");
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", &name],
+            vec![
+                "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+            ],
+            vec!["link", "set", &peer_if, "netns", &name],
+            vec!["addr", "add", &host_ip, "dev", &host_if],
+            vec!["link", "set", &host_if, "up"],
+            vec!["-n", &name, "addr", "add", &peer_ip, "dev", &peer_if],
+            vec!["-n", &name, "link", "set", &peer_if, "up"],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ];
+        for s in steps {
+            if !ip(&s) {
+                return Err(format!("`ip {}` failed", s.join(" ")));
+            }
+        }
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.host_if]);
+        ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn a_partitioned_worker_is_detected_by_heartbeats_and_its_late_results_are_ignored() {
+    let ns = match Netns::create(7) {
+        Ok(ns) => ns,
+        Err(e) => {
+            let msg = format!(
+                "PARTITION TEST NOT RUN: cannot create a network namespace ({e}); run as root (CI does)"
+            );
+            eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            return;
+        }
+    };
+    let _ = read("/proc/sys/net/ipv4/tcp_retries2");
+    let port = free_port();
+    let mut c = Cluster::on(&format!("0.0.0.0:{port}"), &format!("198.18.7.1:{port}"));
+    c.add_worker("local", 2);
+    // The remote worker runs inside the namespace, across the veth link.
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_tessera")])
+        .args([
+            "-v", "worker", "--join", &c.addr, "--name", "remote", "--slots", "2",
+        ])
+        .env("TESSERA_SECRET", SECRET);
+    let remote = Proc::spawn(cmd, c.path("worker-remote.log"));
+    let id = c.submit("p", &sweep_yaml("p", 40, 100, 3));
+    // Wait until the remote worker has finished some trials, then cut the link.
+    let start = Instant::now();
+    while !remote.log().contains("joined the coordinator")
+        || c.status(&id)["sweeps"][0]["finished"].as_u64().unwrap_or(0) < 6
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            remote.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ip(&["link", "set", &ns.host_if, "down"]), "cut the link");
+    let cut = Instant::now();
+    let coordinator = || c.coordinator.as_ref().unwrap().log();
+    while !coordinator().contains("missed heartbeats") {
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "partition not detected: {}",
+            coordinator()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let detected = cut.elapsed();
+    eprintln!(
+        "partition detected after {:.2} s (heartbeat timeout 2 s)",
+        detected.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ip(&["link", "set", &ns.host_if, "up"]), "heal the link");
+    let s = c.wait_done(&id, Duration::from_secs(180));
+    assert_eq!(s["sweeps"][0]["finished"], 40, "{s}");
+    let workers = exactly_once(&c.run_dir(&id), 40, 3);
+    assert!(
+        workers.contains("remote") && workers.contains("local"),
+        "{workers:?}"
+    );
+    let log = coordinator();
+    eprintln!(
+        "--- coordinator log (partition):\n{log}\n--- remote worker log:\n{}",
+        remote.log()
+    );
+    drop(remote);
+}
+
+#[test]
+fn sixteen_workers_run_ten_thousand_trials_exactly_once() {
+    const TRIALS: u64 = 10_000;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = Cluster::with(&addr, &addr, &[]);
+    for i in 0..16 {
+        c.add_worker(&format!("n{i:02}"), 1);
+    }
+    let start = Instant::now();
+    while c.status_all()["workers"].as_array().map_or(0, Vec::len) < 16 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "workers did not join"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let yaml = format!(
+        "version: 1\nname: noop\nkind: random\nseed: 1\nprogram: synthetic\nspace:\n  x: {{ float: [0, 1] }}\nobjective: {{ metric: loss, goal: minimize }}\nbudget: {{ trials: {TRIALS}, max_attempts: 1 }}\n"
+    );
+    let submitted = Instant::now();
+    let id = c.submit("noop", &yaml);
+    let s = c.wait_done(&id, Duration::from_secs(600));
+    let elapsed = submitted.elapsed().as_secs_f64();
+    assert_eq!(s["sweeps"][0]["finished"], TRIALS, "{s}");
+    let workers = exactly_once(&c.run_dir(&id), TRIALS, 1);
+    eprintln!(
+        "cluster throughput: {TRIALS} no-op trials through 16 worker processes in {elapsed:.2} s = {:.0} trials/s end to end (submit to complete, {} workers used)",
+        TRIALS as f64 / elapsed,
+        workers.len()
+    );
+}
