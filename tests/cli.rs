@@ -225,3 +225,42 @@ fn json_logs_carry_the_sweep_and_trial_ids() {
         assert!(v["trial_id"].is_u64() && v["level"] == "INFO", "{v}");
     }
 }
+
+#[test]
+fn an_attempt_over_its_time_limit_is_abandoned_as_failed_and_retried() {
+    // The slow trial reports every 1.5 s; its limit is 0.6 s. The fast one is unaffected.
+    let (_dir, out, o) = run_sweep(
+        "version: 1\nname: slow\nkind: grid\nprogram: synthetic\nspace:\n  sleep_ms: { choice: [0, 1500] }\n  reports: 2\nobjective: { metric: loss, goal: minimize }\nbudget: { max_attempts: 2, trial_timeout_s: 0.6 }\n",
+        &[],
+        &["--workers", "2", "--quiet"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a failed trial fails the run: {stderr}"
+    );
+    let t = tessera_orchestrator::store::read_table(&out, "trials").unwrap();
+    let status = t.column("status").unwrap().str().unwrap().clone();
+    let error = t.column("error").unwrap().str().unwrap().clone();
+    let attempt = t.column("attempt").unwrap().u32().unwrap().clone();
+    let sleep = t.column("sleep_ms").unwrap().i64().unwrap().clone();
+    for i in 0..t.height() {
+        if sleep.get(i) == Some(0) {
+            assert_eq!(status.get(i), Some("finished"));
+        } else {
+            assert_eq!(status.get(i), Some("failed"));
+            assert_eq!(
+                attempt.get(i),
+                Some(2),
+                "retried once, then failed for good"
+            );
+            assert!(
+                error.get(i).unwrap().contains("time limit"),
+                "{:?}",
+                error.get(i)
+            );
+        }
+    }
+    assert_eq!(t.height(), 2);
+}

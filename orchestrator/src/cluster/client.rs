@@ -62,7 +62,16 @@ pub async fn join(
             "{e}; is `tessera serve` running there? (--coordinator or TESSERA_COORDINATOR)"
         ))
     })?;
-    let found = wait_for_member(COORDINATOR_GROUP, Duration::from_secs(10)).await;
+    // Wait for the coordinator's process group, or for the session to be refused.
+    let start = std::time::Instant::now();
+    let found = loop {
+        if let Some(c) = wait_for_member(COORDINATOR_GROUP, Duration::from_millis(50)).await {
+            break Some(c);
+        }
+        if refused.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+    };
     match found {
         Some(c) => Ok((node, ActorRef::from(c))),
         None if refused.load(Ordering::Relaxed) => Err(refusal(&conn.coordinator)),

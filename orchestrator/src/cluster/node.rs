@@ -90,6 +90,8 @@ pub struct Node {
 fn tls_configs(
     t: &TlsFiles,
 ) -> Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector), ClusterError> {
+    // Several crypto back ends may be compiled in (other crates pull their own): pick one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
