@@ -345,3 +345,168 @@ fn metrics_follow_prometheus_naming_conventions() {
         assert!(!text.contains("trial_id="), "no per-trial labels");
     }
 }
+
+/// Cluster mode: Prometheus scrapes the coordinator and both worker nodes; a frozen
+/// worker shows up as a heartbeat miss and the sweep's counters match Parquet.
+#[test]
+fn a_real_prometheus_scrapes_a_cluster() {
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let [node_port, coord_metrics, w1_metrics, w2_metrics, prom_port] =
+        [(); 5].map(|()| free_port());
+    let addr = format!("127.0.0.1:{node_port}");
+    let tessera = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        c.env("TESSERA_SECRET", "prometheus-test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let _coordinator = Kill(
+        tessera()
+            .args(["serve", "--listen", &addr, "--heartbeat-timeout", "2"])
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .args(["--metrics-addr", &format!("127.0.0.1:{coord_metrics}")])
+            .spawn()
+            .unwrap(),
+    );
+    let worker = |name: &str, port: u16| {
+        Kill(
+            tessera()
+                .args(["worker", "--join", &addr, "--name", name, "--slots", "2"])
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _steady = worker("steady", w1_metrics);
+    let frozen = worker("frozen", w2_metrics);
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: coordinator\n    static_configs:\n      - targets: ['127.0.0.1:{coord_metrics}']\n  - job_name: workers\n    static_configs:\n      - targets: ['127.0.0.1:{w1_metrics}', '127.0.0.1:{w2_metrics}']\n"),
+    )
+    .unwrap();
+    let _prom = Kill(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("two workers", Duration::from_secs(60), || {
+        http_get(coord_metrics, "/metrics")
+            .is_some_and(|m| m.contains("tessera_workers_connected 2"))
+    });
+    let sweep = dir.path().join("pc.yaml");
+    std::fs::write(
+        &sweep,
+        "version: 1\nname: pc\nkind: random\nseed: 4\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\n  reports: 2\n  sleep_ms: 100\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 40, max_attempts: 1 }\n",
+    )
+    .unwrap();
+    let o = tessera()
+        .args(["submit", sweep.to_str().unwrap(), "--coordinator", &addr])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let id = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    // Freeze one worker mid-sweep: the coordinator counts its missed heartbeats.
+    wait_for("some trials", Duration::from_secs(60), || {
+        query(
+            prom_port,
+            r#"sum(tessera_trials_completed_total{sweep="pc"})"#,
+        )
+        .is_some_and(|v| v >= 6.0)
+    });
+    let pid = frozen.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = dir.path().join("state/runs").join(&id);
+    wait_for("the sweep to finish", Duration::from_secs(120), || {
+        std::fs::read_to_string(out.join("journal.jsonl"))
+            .unwrap_or_default()
+            .contains("\"type\":\"completed\"")
+    });
+    let rows = tessera_orchestrator::store::read_table(&out, "trials")
+        .unwrap()
+        .height() as f64;
+    assert_eq!(rows, 40.0);
+    let q = r#"sum(tessera_trials_completed_total{job="coordinator",sweep="pc"})"#;
+    wait_for(
+        "Prometheus to see every trial",
+        Duration::from_secs(60),
+        || query(prom_port, q) == Some(rows),
+    );
+    wait_for("the heartbeat miss", Duration::from_secs(30), || {
+        query(
+            prom_port,
+            r#"tessera_heartbeat_misses_total{worker="frozen"}"#,
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        query(
+            prom_port,
+            r#"tessera_heartbeat_misses_total{worker="steady"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        query(prom_port, r#"tessera_workers_connected{job="coordinator"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        query(
+            prom_port,
+            r#"count(tessera_workers_connected{job="workers"})"#
+        ),
+        None,
+        "workers export no coordinator series"
+    );
+    // Worker-side series come from the worker processes themselves.
+    assert!(
+        query(
+            prom_port,
+            r#"sum(tessera_worker_step_duration_seconds_count{job="workers",program="synthetic"})"#
+        )
+        .is_some_and(|v| v >= 2.0 * 6.0)
+    );
+    assert_eq!(
+        query(
+            prom_port,
+            r#"count(last_over_time(tessera_worker_info{job="workers",backend="flex"}[5m]))"#
+        ),
+        Some(2.0),
+        "both workers exported their info (the frozen one until it froze)"
+    );
+    assert_eq!(
+        query(prom_port, r#"up{job="workers"} == 0"#),
+        Some(0.0),
+        "the frozen worker is down"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}

@@ -17,6 +17,7 @@ use tessera_orchestrator::cluster::client::{Connection, ask};
 use tessera_orchestrator::cluster::node::{TlsFiles, hostname};
 use tessera_orchestrator::cluster::serve::{ServeOptions, serve};
 use tessera_orchestrator::cluster::wire::{Request, WorkerInfo};
+use tessera_orchestrator::metrics::Role;
 use tessera_orchestrator::report::build_report;
 use tessera_orchestrator::run::{RunOptions, default_out, latest_run, run_sweep};
 use tessera_orchestrator::{Progress, RunError};
@@ -403,7 +404,7 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
         );
     }
     if let Some(addr) = metrics_addr {
-        let bound = tessera_orchestrator::metrics::serve(addr)
+        let bound = tessera_orchestrator::metrics::serve(addr, Role::Coordinator)
             .await
             .map_err(|e| {
                 Failure::Input(BadInput(format!(
@@ -500,9 +501,9 @@ fn cluster_failure(e: ClusterError) -> Failure {
     }
 }
 
-async fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Result<(), Failure> {
+async fn serve_metrics(addr: Option<std::net::SocketAddr>, role: Role) -> Result<(), Failure> {
     if let Some(addr) = addr {
-        let bound = tessera_orchestrator::metrics::serve(addr)
+        let bound = tessera_orchestrator::metrics::serve(addr, role)
             .await
             .map_err(|e| {
                 Failure::Input(BadInput(format!(
@@ -516,7 +517,7 @@ async fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Result<(), Failure
 
 async fn cmd_serve(args: ServeArgs) -> Result<(), Failure> {
     let secret = args.security.secret()?;
-    serve_metrics(args.metrics_addr).await?;
+    serve_metrics(args.metrics_addr, Role::Coordinator).await?;
     if !(args.heartbeat_timeout.is_finite() && args.heartbeat_timeout > 0.0) {
         return Err(Failure::Input(BadInput(
             "--heartbeat-timeout must be a positive number of seconds".into(),
@@ -551,7 +552,7 @@ async fn cmd_worker(args: WorkerArgs) -> Result<(), Failure> {
         tessera_orchestrator::cluster::wire::speak_version(v);
     }
     let secret = args.security.secret()?;
-    serve_metrics(args.metrics_addr).await?;
+    serve_metrics(args.metrics_addr, Role::Worker).await?;
     let name = args
         .name
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));

@@ -177,6 +177,21 @@ pub static REPORTS: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+/// Which metrics a process exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A coordinator (`tessera serve`, or `tessera run`, whose workers are in-process).
+    Coordinator,
+    /// A worker node: its own trials and the process, no coordinator series.
+    Worker,
+}
+
+/// Registers a worker's metrics and the process metrics.
+pub fn init_worker() {
+    LazyLock::force(&WORKER_TRIALS_RUNNING);
+    crate::process_metrics::register();
+}
+
 /// Registers every coordinator metric (so each is exported from the start, at zero)
 /// and the process metrics.
 pub fn init() {
@@ -194,7 +209,6 @@ pub fn init() {
     LazyLock::force(&JOURNAL_WRITE);
     LazyLock::force(&PARQUET_WRITE);
     LazyLock::force(&ROWS_WRITTEN);
-    LazyLock::force(&WORKER_TRIALS_RUNNING);
     LazyLock::force(&REPORTS);
     for t in [crate::store::TRIALS, crate::store::METRICS] {
         ROWS_WRITTEN.with_label_values(&[t]).inc_by(0);
@@ -206,7 +220,7 @@ pub fn init() {
     for op in ["append", "sync"] {
         JOURNAL_WRITE.with_label_values(&[op]);
     }
-    crate::process_metrics::register();
+    init_worker();
 }
 
 /// The text exposition of every registered metric.
@@ -218,8 +232,11 @@ pub fn render() -> String {
 
 /// Serves `GET /metrics` (Prometheus text format) and `GET /healthz` on `addr` until
 /// the runtime stops. Returns the bound address (`addr` may use port 0).
-pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    init();
+pub async fn serve(addr: SocketAddr, role: Role) -> std::io::Result<SocketAddr> {
+    match role {
+        Role::Coordinator => init(),
+        Role::Worker => init_worker(),
+    }
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
