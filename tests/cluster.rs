@@ -283,6 +283,24 @@ fn a_killed_worker_loses_nothing_and_sweeps_share_the_workers() {
         s["finished"].as_u64().unwrap_or(0) >= 10
     });
     c.workers[0].kill();
+    let killed = Instant::now();
+    while !c
+        .coordinator
+        .as_ref()
+        .unwrap()
+        .log()
+        .contains("worker lost (its connection closed)")
+    {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the kill was not noticed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "SIGKILLed worker noticed after {:.0} ms",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
     c.add_worker("w3", 2);
     let s = c.wait_done(&big, Duration::from_secs(120));
     assert_eq!(s["sweeps"][0]["state"], "complete", "{s}");

@@ -64,6 +64,7 @@ impl NodeEventSubscription for Subscription {
     fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        tracing::debug!(node_id = ses.node_id, peer = ?ses.peer_name.as_ref().map(|n| &n.name), "node session authenticated");
         if let Ok(mut a) = self.0.authenticated.lock() {
             a.insert(ses.node_id);
         }
@@ -76,6 +77,7 @@ impl NodeEventSubscription for Subscription {
             .lock()
             .map(|mut a| a.remove(&ses.node_id))
             .unwrap_or(false);
+        tracing::debug!(node_id = ses.node_id, peer = ?ses.peer_name.as_ref().map(|n| &n.name), authenticated = was, addr = %ses.peer_addr, "node session closed");
         (self.0.on_down)(ses.peer_name.map(|n| n.name), was, ses.peer_addr);
     }
 }

@@ -652,6 +652,8 @@ impl Actor for Gateway {
                 }
             }
             ToCoordinator::NodeDown(node) => {
+                // ractor_cluster names a node `NAME@HOST`.
+                let node = node.rsplit_once('@').map_or(node.as_str(), |(n, _)| n);
                 if let Some(name) = node.strip_prefix("worker:") {
                     state.lose(name, "its connection closed");
                 }
