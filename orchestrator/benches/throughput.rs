@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use tessera_core::parse_sweep;
 use tessera_orchestrator::actors::writer::FlushPolicy;
+use tessera_orchestrator::lake::ObjectStore;
 use tessera_orchestrator::run::{RunOptions, run_sweep};
-use tessera_orchestrator::store::{MetricRow, RunStore, write_atomic};
+use tessera_orchestrator::store::{MetricRow, RunStore, parquet_bytes};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -44,6 +45,7 @@ fn main() {
         source: yaml,
         base_dir: dir.path().to_owned(),
         out: out.clone(),
+        results: None,
         workers,
         resume: false,
         executor: Arc::new(tessera_worker::BurnExecutor::default()),
@@ -80,7 +82,10 @@ fn main() {
     let path = dir.path().join("metrics.parquet");
     let t = Instant::now();
     let mut df = RunStore::metrics_frame(&metrics).expect("frame");
-    write_atomic(&path, &mut df).expect("write");
+    let bytes = parquet_bytes(&mut df).expect("encode");
+    runtime
+        .block_on(ObjectStore::Local(dir.path().to_owned()).put("metrics.parquet", bytes))
+        .expect("write");
     let secs = t.elapsed().as_secs_f64();
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!(

@@ -11,6 +11,7 @@ pub mod actors;
 pub mod cluster;
 pub mod fault;
 pub mod journal;
+pub mod lake;
 pub mod metrics;
 mod process_metrics;
 pub mod report;

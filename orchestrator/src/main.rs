@@ -17,6 +17,7 @@ use tessera_orchestrator::cluster::client::{Connection, ask};
 use tessera_orchestrator::cluster::node::{TlsFiles, hostname};
 use tessera_orchestrator::cluster::serve::{ServeOptions, serve};
 use tessera_orchestrator::cluster::wire::{Request, WorkerInfo};
+use tessera_orchestrator::lake::Location;
 use tessera_orchestrator::metrics::Role;
 use tessera_orchestrator::report::build_report;
 use tessera_orchestrator::run::{RunOptions, default_out, latest_run, run_sweep};
@@ -44,9 +45,15 @@ struct Cli {
 struct RunArgs {
     /// The sweep file.
     sweep: PathBuf,
-    /// Run directory (default: runs/<name>-<timestamp>, or the sweep's `results:`).
+    /// Run directory: journal and spec, and the Parquet unless it goes to S3 (default:
+    /// runs/<name>-<timestamp>, under the sweep's `results:` if that is a directory).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Where the results go: a directory (run directories are made in it) or
+    /// s3://BUCKET/PREFIX (Parquet under PREFIX/sweep=<run id>/; the journal stays in the
+    /// local run directory). Overrides the sweep's `results:`.
+    #[arg(long)]
+    results: Option<String>,
     /// In-process workers, one trial each at a time (default: number of cores).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
     workers: Option<u64>,
@@ -143,9 +150,10 @@ struct ServeArgs {
     /// The coordinator's state: the list of submitted sweeps (resumed on restart).
     #[arg(long, default_value = "tessera-state")]
     state: PathBuf,
-    /// Where run directories go (default: STATE/runs).
+    /// Where results go: a directory for run directories, or s3://BUCKET/PREFIX for the
+    /// Parquet (journals then stay in STATE/runs). Default: STATE/runs.
     #[arg(long)]
-    results: Option<PathBuf>,
+    results: Option<String>,
     /// Seconds without a heartbeat before a worker is declared lost and its trials are
     /// queued again (workers beat four times per timeout).
     #[arg(long, default_value_t = 5.0)]
@@ -357,6 +365,7 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
     let RunArgs {
         sweep,
         out,
+        results,
         workers,
         resume,
         top,
@@ -370,10 +379,20 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
     let Some(executor) = executor() else {
         return Err(Failure::Input(BadInput("this tessera was built without the embedded worker (feature `worker`); use a full build".into())));
     };
+    let results = match results.or_else(|| spec.results.clone()) {
+        Some(r) => Some(Location::parse(&r).map_err(|e| Failure::Input(BadInput(e.to_string())))?),
+        None => None,
+    };
+    // Run directories go under a local `results`; with S3 results they stay in runs/.
+    let (parent, results) = match results {
+        Some(Location::Local(p)) => (p.display().to_string(), None),
+        Some(s3) => ("runs".to_owned(), Some(s3)),
+        None => ("runs".to_owned(), None),
+    };
     let out = match (out, resume) {
         (Some(o), _) => o,
         (None, true) => {
-            let base = PathBuf::from(spec.results.clone().unwrap_or_else(|| "runs".into()));
+            let base = PathBuf::from(&parent);
             latest_run(&base, &spec.name).ok_or_else(|| {
                 Failure::Input(BadInput(format!(
                     "no run of `{}` under {} to resume; pass --out DIR",
@@ -382,7 +401,7 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
                 )))
             })?
         }
-        (None, false) => default_out(spec.results.as_deref(), &spec.name),
+        (None, false) => default_out(Some(&parent), &spec.name),
     };
     let workers = workers
         .map(|w| w as usize)
@@ -438,6 +457,7 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
         source,
         base_dir,
         out: out.clone(),
+        results,
         workers,
         resume,
         executor,
@@ -467,7 +487,9 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
             result.seed
         );
     }
-    let report = build_report(&out, top).map_err(|e| Failure::Run(e.to_string()))?;
+    let report = build_report(&out, top)
+        .await
+        .map_err(|e| Failure::Run(e.to_string()))?;
     out!("{}", report.render());
     outln!("\nresults: {}  (tessera report {0})", out.display());
     if p.failed > 0 {
@@ -527,7 +549,10 @@ async fn cmd_serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some(n) = args.flush_trials {
         flush.max_trials = n.max(1);
     }
-    let results = args.results.unwrap_or_else(|| args.state.join("runs"));
+    let results = match args.results {
+        Some(r) => Location::parse(&r).map_err(|e| Failure::Input(BadInput(e.to_string())))?,
+        None => Location::Local(args.state.join("runs")),
+    };
     serve(ServeOptions {
         listen: args.listen,
         state: args.state,
@@ -685,13 +710,13 @@ fn main() -> ExitCode {
             top,
             coordinator: None,
             ..
-        } => match build_report(Path::new(&run), top) {
+        } => runtime().and_then(|rt| match rt.block_on(build_report(Path::new(&run), top)) {
             Ok(r) => {
                 out!("{}", r.render());
                 Ok(())
             }
             Err(e) => Err(Failure::Input(BadInput(e.to_string()))),
-        },
+        }),
         Command::Report {
             run,
             top,

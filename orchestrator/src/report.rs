@@ -10,7 +10,7 @@ use tessera_core::spec::Goal;
 use tessera_core::{SweepSpec, parse_sweep};
 
 use crate::run::SPEC_FILE;
-use crate::store::{TRIALS, read_table};
+use crate::store::{TRIALS, read_results};
 
 /// Errors building a report.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +213,7 @@ fn group_rows(groups: Vec<(String, Vec<f64>)>, goal: Goal) -> TextTable {
 }
 
 /// Reads the run in `dir` and summarises it; `top` rows in the leaderboard.
-pub fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
+pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
     let spec_path = dir.join(SPEC_FILE);
     let text = std::fs::read_to_string(&spec_path).map_err(|_| {
         ReportError::NotARun(format!(
@@ -223,13 +223,7 @@ pub fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
     })?;
     let spec = parse_sweep(&spec_path.display().to_string(), &text)
         .map_err(|e| ReportError::NotARun(e.to_string()))?;
-    if !dir.join(TRIALS).is_dir() {
-        return Err(ReportError::NotARun(format!(
-            "{} has no {TRIALS}/ folder yet",
-            dir.display()
-        )));
-    }
-    let df = read_table(dir, TRIALS)?;
+    let df = read_results(dir, TRIALS).await?;
     let rows = df.height();
     let metric = spec.objective.metric.clone();
     let goal = spec.objective.goal;

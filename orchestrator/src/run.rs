@@ -15,7 +15,8 @@ use crate::actors::sweep::{Progress, SweepActor, SweepArgs, SweepCore, SweepMsg,
 use crate::actors::worker::WorkerActor;
 use crate::actors::writer::{FlushPolicy, WriterActor, WriterMsg};
 use crate::journal::Journal;
-use crate::store::RunStore;
+use crate::lake::ObjectStore;
+use crate::store::{METRICS, RESULTS_FILE, RunStore, StoreError, TRIALS, results_of};
 
 /// File names inside a run directory.
 pub const SPEC_FILE: &str = "sweep.yaml";
@@ -55,8 +56,10 @@ pub struct RunOptions {
     pub source: String,
     /// The folder the sweep file is in (relative dataset paths start there).
     pub base_dir: PathBuf,
-    /// The run directory.
+    /// The run directory (journal, spec; the Parquet too unless `results` is given).
     pub out: PathBuf,
+    /// Where the Parquet goes instead (`s3://…`): `ROOT/sweep=<run id>/`.
+    pub results: Option<crate::lake::Location>,
     /// In-process workers (one slot each).
     pub workers: usize,
     /// Continue the run in `out` instead of starting one.
@@ -153,8 +156,11 @@ pub struct Launch {
     pub spec: SweepSpec,
     /// Its dataset, resolved.
     pub dataset: Option<DatasetRef>,
-    /// The run directory (journal and Parquet; it must exist).
+    /// The run directory (journal and spec; it must exist).
     pub out: PathBuf,
+    /// Where the Parquet goes if not into `out` (only read when the run starts; a
+    /// resumed run keeps the location it started with).
+    pub results: Option<crate::lake::Location>,
     /// The sweep's id.
     pub id: String,
     /// The scheduler its attempts queue at.
@@ -189,6 +195,7 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         spec,
         dataset,
         out,
+        results,
         id,
         scheduler,
         max_concurrent,
@@ -197,8 +204,24 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         progress,
     } = l;
     let (journal, state) = Journal::open(&out.join(JOURNAL_FILE))?;
-    let store = RunStore::new(&out, spec.space.clone(), &spec.objective.metric);
-    store.prepare(&state.flushed_parts)?;
+    if let Some(loc) = results.filter(|_| state.started.is_none())
+        && !out.join(RESULTS_FILE).exists()
+    {
+        let root = loc.join(&format!("sweep={id}"));
+        fs::write(out.join(RESULTS_FILE), format!("{root}\n")).map_err(io(&out))?;
+    }
+    let root = results_of(&out)?;
+    let objects = ObjectStore::open(&root).await.map_err(StoreError::from)?;
+    let store = RunStore::new(objects, spec.space.clone(), &spec.objective.metric);
+    let meta = serde_json::json!({
+        "sweep": id,
+        "name": spec.name,
+        "kind": spec.kind.as_str(),
+        "program": spec.program,
+        "objective": { "metric": spec.objective.metric, "goal": format!("{:?}", spec.objective.goal).to_lowercase() },
+        "tables": { "trials": TRIALS, "metrics": METRICS },
+    });
+    store.prepare(&state.flushed_parts, &meta).await?;
     let next_part = state.flushed_parts.iter().next_back().map_or(1, |p| p + 1);
     let fresh_seed = spec
         .seed
@@ -262,6 +285,7 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
         source,
         base_dir,
         out,
+        results,
         workers,
         resume,
         executor,
@@ -335,6 +359,7 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
         spec,
         dataset,
         out: out.clone(),
+        results,
         id,
         scheduler: scheduler.clone(),
         max_concurrent,

@@ -1,18 +1,24 @@
-//! The result store: trials and metrics as Parquet parts in a run directory.
+//! The result store: trials and metrics as Parquet parts, in the run directory or in
+//! an S3 prefix.
 //!
 //! ```text
-//! DIR/sweep.yaml                 the spec as submitted
-//! DIR/journal.jsonl              the journal (see `journal`)
-//! DIR/trials/part-000001.parquet one row per finished trial
-//! DIR/metrics/part-000001.parquet one row per (trial, attempt, step, metric)
+//! DIR/sweep.yaml                   the spec as submitted        (always local)
+//! DIR/journal.jsonl                the journal (see `journal`)  (always local)
+//! DIR/results.location             where the Parquet is, if not in DIR
+//! ROOT/_tessera.json               schema version and the sweep's identity
+//! ROOT/trials/part-000001.parquet  one row per finished trial
+//! ROOT/metrics/part-000001.parquet one row per (trial, attempt, step, metric)
 //! ```
 //!
-//! Each part is written to a hidden temporary file, fsynced and renamed into place: a
-//! reader never sees half a file. Every part of a table has the same schema, so
-//! pandas/pyarrow, polars and DuckDB read each folder as one dataset.
+//! ROOT is DIR itself, or `s3://BUCKET/PREFIX/sweep=<id>` (Hive-style, so a whole prefix
+//! reads as one dataset with a `sweep` column). Each part is written atomically (see
+//! [`crate::lake`]): a reader never sees half a file. Every part of a table has the same
+//! schema, so pandas/pyarrow, polars and DuckDB read each folder as one dataset.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+
+use crate::lake::{LakeError, Location, ObjectStore};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -39,6 +45,29 @@ pub enum StoreError {
         /// The polars message.
         message: String,
     },
+    /// The object store failed.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+}
+
+/// The version of the tables' schema, written to `_tessera.json` beside them. It changes
+/// only when a column is renamed, retyped or removed (added columns keep it).
+pub const SCHEMA_VERSION: u32 = 1;
+/// The metadata object beside the tables.
+pub const META_FILE: &str = "_tessera.json";
+/// The file in a run directory naming where its Parquet tables are, if elsewhere.
+pub const RESULTS_FILE: &str = "results.location";
+
+/// Where the Parquet tables of the run in `dir` are.
+pub fn results_of(dir: &Path) -> Result<Location, StoreError> {
+    match fs::read_to_string(dir.join(RESULTS_FILE)) {
+        Ok(s) => Ok(Location::parse(s.trim())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Location::Local(dir.to_owned())),
+        Err(e) => Err(StoreError::Io {
+            path: dir.join(RESULTS_FILE),
+            source: e,
+        }),
+    }
 }
 
 /// One row of the trials table.
@@ -137,49 +166,59 @@ fn datetime(name: &str, ms: Vec<i64>) -> Column {
         .into()
 }
 
-/// A run directory's Parquet tables.
+/// A run's Parquet tables.
 #[derive(Debug, Clone)]
 pub struct RunStore {
-    dir: PathBuf,
+    store: ObjectStore,
     space: SearchSpace,
     objective: String,
 }
 
 impl RunStore {
-    /// The store of the run in `dir` for a sweep over `space` whose objective metric is
+    /// The tables in `store` of a sweep over `space` whose objective metric is
     /// `objective` (the objective column is named after it).
-    pub fn new(dir: &Path, space: SearchSpace, objective: &str) -> Self {
+    pub fn new(store: ObjectStore, space: SearchSpace, objective: &str) -> Self {
         Self {
-            dir: dir.to_owned(),
+            store,
             space,
             objective: objective.to_owned(),
         }
     }
 
-    /// The run directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the tables are.
+    pub fn location(&self) -> Location {
+        self.store.location()
     }
 
-    /// Creates the table folders and removes what a crash may have left behind: temporary
-    /// files and parts the journal never acknowledged (their trials are rewritten).
-    pub fn prepare(
+    /// Creates the table folders, writes the metadata and removes what a crash may have
+    /// left behind: temporary files and parts the journal never acknowledged (their trials
+    /// are rewritten).
+    pub async fn prepare(
         &self,
         acknowledged: &std::collections::BTreeSet<u64>,
+        meta: &serde_json::Value,
     ) -> Result<(), StoreError> {
         for table in [TRIALS, METRICS] {
-            let folder = self.dir.join(table);
-            fs::create_dir_all(&folder).map_err(io(&folder))?;
-            for entry in fs::read_dir(&folder).map_err(io(&folder))? {
-                let entry = entry.map_err(io(&folder))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let stale = name.starts_with('.')
-                    || parse_part(&name).is_some_and(|p| !acknowledged.contains(&p));
-                if stale {
-                    fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            if let ObjectStore::Local(root) = &self.store {
+                let folder = root.join(table);
+                fs::create_dir_all(&folder).map_err(io(&folder))?;
+            }
+            self.store.clean_temporaries(table).await?;
+            for key in self.store.list(table).await? {
+                let name = key.rsplit('/').next().unwrap_or(&key);
+                if parse_part(name).is_some_and(|p| !acknowledged.contains(&p)) {
+                    self.store.delete(&key).await?;
                 }
             }
         }
+        let mut meta = meta.clone();
+        meta["schema_version"] = SCHEMA_VERSION.into();
+        self.store
+            .put(
+                META_FILE,
+                serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+            )
+            .await?;
         Ok(())
     }
 
@@ -303,42 +342,70 @@ impl RunStore {
 
     /// Writes part `part` of both tables, each atomically (trials last, so a visible
     /// trials part implies its metrics part is visible too).
-    pub fn write_part(
+    pub async fn write_part(
         &self,
         part: u64,
         trials: &[TrialRow],
         metrics: &[MetricRow],
     ) -> Result<(), StoreError> {
-        let mut m = Self::metrics_frame(metrics).map_err(pq(&self.dir))?;
-        write_atomic(&self.dir.join(METRICS).join(part_name(part)), &mut m)?;
-        let mut t = self.trials_frame(trials).map_err(pq(&self.dir))?;
-        write_atomic(&self.dir.join(TRIALS).join(part_name(part)), &mut t)?;
+        let here = PathBuf::from(self.store.location().to_string());
+        let mut m = Self::metrics_frame(metrics).map_err(pq(&here))?;
+        let m = parquet_bytes(&mut m).map_err(pq(&here))?;
+        self.store
+            .put(&format!("{METRICS}/{}", part_name(part)), m)
+            .await?;
+        let mut t = self.trials_frame(trials).map_err(pq(&here))?;
+        let t = parquet_bytes(&mut t).map_err(pq(&here))?;
+        self.store
+            .put(&format!("{TRIALS}/{}", part_name(part)), t)
+            .await?;
         Ok(())
     }
 }
 
-/// Writes `df` to `path` through a temporary file, fsync and rename.
-pub fn write_atomic(path: &Path, df: &mut DataFrame) -> Result<(), StoreError> {
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let tmp = folder.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let file = File::create(&tmp).map_err(io(&tmp))?;
-    ParquetWriter::new(&file)
+/// `df` as Parquet bytes (zstd, with statistics).
+pub fn parquet_bytes(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
         .with_compression(ParquetCompression::Zstd(None))
         .with_statistics(StatisticsOptions::default())
-        .finish(df)
-        .map_err(pq(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io(path))?;
-    if let Ok(dir) = File::open(folder) {
-        let _ = dir.sync_all();
+        .finish(df)?;
+    Ok(buf)
+}
+
+/// Reads a whole table (every part, in part order) from `store`.
+pub async fn read_table_from(store: &ObjectStore, table: &str) -> Result<DataFrame, StoreError> {
+    if let ObjectStore::Local(dir) = store {
+        return read_table(dir, table);
     }
-    Ok(())
+    let here = PathBuf::from(store.location().join(table).to_string());
+    let mut keys: Vec<(u64, String)> = store
+        .list(table)
+        .await?
+        .into_iter()
+        .filter_map(|k| parse_part(k.rsplit('/').next().unwrap_or(&k)).map(|p| (p, k)))
+        .collect();
+    keys.sort();
+    let mut df: Option<DataFrame> = None;
+    for (_, key) in keys {
+        let bytes = store.get(&key).await?;
+        let part = ParquetReader::new(std::io::Cursor::new(bytes))
+            .finish()
+            .map_err(pq(&here))?;
+        match df.as_mut() {
+            None => df = Some(part),
+            Some(d) => {
+                d.vstack_mut(&part).map_err(pq(&here))?;
+            }
+        }
+    }
+    Ok(df.unwrap_or_else(DataFrame::empty))
+}
+
+/// Reads a whole table of the run in `dir`, wherever its Parquet is.
+pub async fn read_results(dir: &Path, table: &str) -> Result<DataFrame, StoreError> {
+    let store = ObjectStore::open(&results_of(dir)?).await?;
+    read_table_from(&store, table).await
 }
 
 /// Every part file of `table` in `dir`, in part order.

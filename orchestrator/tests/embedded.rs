@@ -28,6 +28,7 @@ async fn run(
         source: yaml.to_owned(),
         base_dir: root().join("configs"),
         out: out.to_owned(),
+        results: None,
         workers,
         resume,
         executor: Arc::new(tessera_worker::BurnExecutor::default()),

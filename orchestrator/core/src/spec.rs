@@ -734,11 +734,18 @@ impl RawSweep {
             ));
         }
 
-        if let Some(r) = self.results.as_ref().filter(|r| r.contains("://")) {
+        if let Some(r) = self.results.as_ref().filter(|r| {
+            r.contains("://")
+                && !r
+                    .strip_prefix("s3://")
+                    .is_some_and(|b| !b.is_empty() && !b.starts_with('/'))
+        }) {
             return Err(Problem::new(
                 &["results"],
-                format!("results location `{r}` is not a local directory"),
-                "this build writes results to local directories only; use a path such as `runs/`",
+                format!(
+                    "results location `{r}` is neither a local directory nor s3://BUCKET/PREFIX"
+                ),
+                "use a path such as `runs/`, or an S3 location such as `s3://my-bucket/sweeps`",
             ));
         }
 

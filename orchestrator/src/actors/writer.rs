@@ -68,13 +68,17 @@ pub struct WriterState {
 pub type WriterArgs = (RunStore, u64, FlushPolicy);
 
 impl WriterState {
-    fn flush(&mut self) {
+    async fn flush(&mut self) {
         if self.trials.is_empty() || self.failed || self.sweep.is_none() {
             return;
         }
         let part = self.next_part;
         let t = std::time::Instant::now();
-        match self.store.write_part(part, &self.trials, &self.metrics) {
+        match self
+            .store
+            .write_part(part, &self.trials, &self.metrics)
+            .await
+        {
             Ok(()) => {
                 use crate::metrics::{PARQUET_WRITE, ROWS_WRITTEN};
                 PARQUET_WRITE
@@ -150,10 +154,10 @@ impl Actor for WriterActor {
                 if state.trials.len() >= state.policy.max_trials
                     || state.metrics.len() >= state.policy.max_metric_rows
                 {
-                    state.flush();
+                    state.flush().await;
                 }
             }
-            WriterMsg::Flush | WriterMsg::Tick => state.flush(),
+            WriterMsg::Flush | WriterMsg::Tick => state.flush().await,
             WriterMsg::Attach(sweep) => state.sweep = Some(sweep),
         }
         Ok(())

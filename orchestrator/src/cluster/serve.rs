@@ -32,8 +32,9 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// The coordinator's own state (the sweep registry).
     pub state: PathBuf,
-    /// Where run directories go.
-    pub results: PathBuf,
+    /// Where results go: a directory of run directories, or an S3 prefix for the Parquet
+    /// (journals then stay in `STATE/runs`).
+    pub results: crate::lake::Location,
     /// The shared secret.
     pub secret: String,
     /// TLS between nodes.
@@ -107,6 +108,10 @@ impl GatewayState {
             spec,
             dataset,
             out: reg.out.clone(),
+            results: match &self.opts.results {
+                crate::lake::Location::Local(_) => None,
+                s3 => Some(s3.clone()),
+            },
             id: reg.id.clone(),
             scheduler: self.scheduler.clone(),
             max_concurrent,
@@ -341,8 +346,12 @@ impl GatewayState {
             Request::Report { sweep, top } => {
                 let id = self.find_sweep(&sweep).map_err(|e| (2, e))?.to_owned();
                 let out = self.sweeps[&id].out.clone();
-                let r = crate::report::build_report(&out, top).map_err(|e| (1, e.to_string()))?;
-                Ok(format!("{}\nresults: {}\n", r.render(), out.display()))
+                let r = crate::report::build_report(&out, top)
+                    .await
+                    .map_err(|e| (1, e.to_string()))?;
+                let at = crate::store::results_of(&out)
+                    .map_or_else(|_| out.display().to_string(), |l| l.to_string());
+                Ok(format!("{}\nresults: {at}\n", r.render()))
             }
         }
     }
@@ -353,11 +362,15 @@ impl GatewayState {
         source: &str,
         base_dir: &str,
     ) -> Result<Registered, String> {
-        let mut out = default_out(Some(&self.opts.results.display().to_string()), &spec.name);
+        let parent = match &self.opts.results {
+            crate::lake::Location::Local(p) => p.clone(),
+            crate::lake::Location::S3 { .. } => self.opts.state.join("runs"),
+        };
+        let base = default_out(Some(&parent.display().to_string()), &spec.name);
+        let mut out = base.clone();
         let mut n = 1;
         while out.exists() {
             n += 1;
-            let base = default_out(Some(&self.opts.results.display().to_string()), &spec.name);
             out = PathBuf::from(format!("{}-{n}", base.display()));
         }
         std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -685,7 +698,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ClusterError> {
         move |e: std::io::Error| ClusterError::Usage(format!("{}: {e}", p.display()))
     };
     std::fs::create_dir_all(&opts.state).map_err(io(&opts.state))?;
-    std::fs::create_dir_all(&opts.results).map_err(io(&opts.results))?;
+    if let crate::lake::Location::Local(r) = &opts.results {
+        std::fs::create_dir_all(r).map_err(io(r))?;
+    }
     wire::set_inbox(COORDINATOR_GROUP.to_owned());
     let listen = opts.listen;
     let secret = opts.secret.clone();

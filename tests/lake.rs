@@ -1,0 +1,388 @@
+//! The object store behind the results, local and S3, against one shared suite; the S3
+//! half talks to a real S3-compatible server on loopback (moto in server mode, installed
+//! into `.venv` by `tests/run.sh`). Then whole sweeps write their Parquet to S3: read back
+//! by Tessera and by pyarrow, resumed after a crash between an upload and its journal
+//! record, without duplicates.
+
+use std::collections::BTreeSet;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tessera_orchestrator::lake::{LakeError, Location, MULTIPART_PART, ObjectStore, S3Options};
+use tessera_orchestrator::store::{read_table_from, results_of};
+
+const KEY: &str = "tessera-test-key";
+const SECRET: &str = "tessera-test-secret";
+
+/// moto's S3 server on a free loopback port; killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto() -> Option<Moto> {
+    let bin = std::env::var_os("TESSERA_PYTHON")
+        .map(PathBuf::from)
+        .and_then(|p| p.parent().map(|d| d.join("moto_server")))
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+            root.is_file().then_some(root)
+        });
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide moto_server (tests/run.sh installs moto[server] into .venv)"
+        );
+        eprintln!(
+            "\n!!!!!!!! S3 TESTS NOT RUN: no moto_server; run `bash tests/run.sh` !!!!!!!!\n"
+        );
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+fn options(m: &Moto) -> S3Options {
+    S3Options {
+        endpoint: Some(m.endpoint.clone()),
+        path_style: true,
+        credentials: Some((KEY.into(), SECRET.into())),
+    }
+}
+
+async fn make_bucket(m: &Moto, bucket: &str) {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&m.endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            KEY, SECRET, None, None, "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What every store must do.
+async fn suite(store: &ObjectStore) {
+    // Write and read back; a missing object is NotFound.
+    store.put("a/x.bin", b"one".to_vec()).await.unwrap();
+    assert_eq!(store.get("a/x.bin").await.unwrap(), b"one");
+    assert!(matches!(
+        store.get("a/none").await,
+        Err(LakeError::NotFound(_))
+    ));
+    // Overwrite replaces.
+    store.put("a/x.bin", b"two".to_vec()).await.unwrap();
+    assert_eq!(store.get("a/x.bin").await.unwrap(), b"two");
+    // List: sorted, one folder, nothing below or beside it.
+    store.put("a/y.bin", b"y".to_vec()).await.unwrap();
+    store.put("a/deeper/z.bin", b"z".to_vec()).await.unwrap();
+    store.put("b/z.bin", b"z".to_vec()).await.unwrap();
+    assert_eq!(store.list("a").await.unwrap(), vec!["a/x.bin", "a/y.bin"]);
+    assert_eq!(
+        store.list("nothing-here").await.unwrap(),
+        Vec::<String>::new()
+    );
+    // A large object (three multipart parts on S3) comes back whole.
+    let big = bytes(2 * MULTIPART_PART + 12_345, 7);
+    store.put("big/blob.bin", big.clone()).await.unwrap();
+    assert!(store.get("big/blob.bin").await.unwrap() == big);
+    // Delete, and deleting what is gone is fine.
+    store.delete("a/y.bin").await.unwrap();
+    store.delete("a/y.bin").await.unwrap();
+    assert_eq!(store.list("a").await.unwrap(), vec!["a/x.bin"]);
+    // An interrupted write is never visible.
+    match store {
+        ObjectStore::S3(_) => {
+            store
+                .start_upload_and_abandon("a/partial.bin", bytes(MULTIPART_PART, 3))
+                .await
+                .unwrap();
+        }
+        ObjectStore::Local(root) => {
+            std::fs::write(root.join("a/.partial.bin.tmp"), b"half").unwrap();
+        }
+    }
+    assert_eq!(store.list("a").await.unwrap(), vec!["a/x.bin"]);
+    assert!(matches!(
+        store.get("a/partial.bin").await,
+        Err(LakeError::NotFound(_))
+    ));
+    store.clean_temporaries("a").await.unwrap();
+    // A store one level down sees the same objects.
+    assert_eq!(store.sub("a").list("").await.unwrap(), vec!["x.bin"]);
+}
+
+#[test]
+fn the_local_store_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(suite(&ObjectStore::Local(dir.path().join("lake"))));
+}
+
+#[test]
+fn the_s3_store_passes_the_suite_against_a_real_server() {
+    let Some(m) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        make_bucket(&m, "suite").await;
+        let store = ObjectStore::open_with(
+            &Location::parse("s3://suite/some/prefix").unwrap(),
+            &options(&m),
+        )
+        .await
+        .unwrap();
+        suite(&store).await;
+    });
+}
+
+fn tessera_s3(m: &Moto) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    c.env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &m.endpoint)
+        .env("TESSERA_S3_PATH_STYLE", "1")
+        .env_remove("TESSERA_CRASH_AT");
+    c
+}
+
+const SWEEP: &str = "version: 1\nname: lake\nkind: random\nseed: 5\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\n  reports: 3\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 40, max_attempts: 1 }\n";
+
+#[test]
+fn a_sweep_writes_its_parquet_to_s3_and_survives_a_crash_mid_upload() {
+    let Some(m) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(make_bucket(&m, "lake"));
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("lake.yaml");
+    std::fs::write(&sweep, SWEEP).unwrap();
+    let out = dir.path().join("run");
+    let run = |crash: Option<&str>, resume: bool| {
+        let mut c = tessera_s3(&m);
+        c.args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--results",
+            "s3://lake/team",
+            "--workers",
+            "2",
+            "--quiet",
+            "--flush-trials",
+            "5",
+        ]);
+        if let Some(at) = crash {
+            c.env("TESSERA_CRASH_AT", at);
+        }
+        if resume {
+            c.arg("--resume");
+        }
+        c.output().unwrap()
+    };
+    // Crash right after the second part's upload, before the journal acknowledges it.
+    let o = run(Some("after_part_written:2"), false);
+    assert!(!o.status.success(), "the injected crash happened");
+    let loc = results_of(&out).unwrap();
+    let Location::S3 {
+        ref bucket,
+        ref prefix,
+    } = loc
+    else {
+        panic!("{loc:?}")
+    };
+    assert_eq!(bucket, "lake");
+    assert!(prefix.starts_with("team/sweep=run"), "{prefix}");
+    let o = run(None, true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("results: {}", out.display())),
+        "{stdout}"
+    );
+
+    let (trials, metrics) = rt.block_on(async {
+        let store = ObjectStore::open_with(&loc, &options(&m)).await.unwrap();
+        (
+            read_table_from(&store, "trials").await.unwrap(),
+            read_table_from(&store, "metrics").await.unwrap(),
+        )
+    });
+    let ids: Vec<u64> = trials
+        .column("trial_id")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), 40, "every trial once");
+    assert_eq!(unique.len(), 40);
+    assert_eq!(metrics.height(), 40 * 3 * 2);
+    // Nothing is left locally but the journal and the spec.
+    assert!(!out.join("trials").exists());
+
+    // A real client reads the lake from S3: pyarrow's S3 file system, Hive partitions.
+    if let Some(python) = std::env::var_os("TESSERA_PYTHON") {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/python/read_lake.py");
+        let o = Command::new(python)
+            .arg(script)
+            .args([&m.endpoint, KEY, SECRET, "lake/team", "40", "240"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI sets TESSERA_PYTHON");
+    }
+    // `tessera report` on the run directory follows it to S3.
+    let o = tessera_s3(&m)
+        .args(["report", out.to_str().unwrap(), "--top", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("40 trials recorded"));
+}
+
+#[test]
+fn a_coordinator_service_writes_every_sweep_to_s3() {
+    let Some(m) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(make_bucket(&m, "cluster"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let spawn = |c: &mut Command| {
+        c.env("TESSERA_SECRET", "lake")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Kill(spawn(
+        tessera_s3(&m)
+            .args([
+                "serve",
+                "--listen",
+                &addr,
+                "--results",
+                "s3://cluster/sweeps",
+                "--state",
+            ])
+            .arg(dir.path().join("state")),
+    ));
+    let _worker = Kill(spawn(
+        tessera_s3(&m).args(["worker", "--join", &addr, "--slots", "2"]),
+    ));
+    let sweep = dir.path().join("lake.yaml");
+    std::fs::write(&sweep, SWEEP).unwrap();
+    let client = |args: &[&str]| {
+        let o = tessera_s3(&m)
+            .env("TESSERA_SECRET", "lake")
+            .args(args)
+            .args(["--coordinator", &addr])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let start = Instant::now();
+    let id = loop {
+        let (ok, out) = client(&["submit", sweep.to_str().unwrap()]);
+        if ok {
+            break out.split_whitespace().nth(1).unwrap().to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no coordinator");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    loop {
+        let (ok, out) = client(&["status", &id, "--json"]);
+        assert!(ok);
+        if out.contains("\"state\":\"complete\"") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let loc = Location::parse(&format!("s3://cluster/sweeps/sweep={id}")).unwrap();
+    let trials = rt.block_on(async {
+        let store = ObjectStore::open_with(&loc, &options(&m)).await.unwrap();
+        read_table_from(&store, "trials").await.unwrap()
+    });
+    assert_eq!(trials.height(), 40);
+    let (ok, report) = client(&["report", &id]);
+    assert!(
+        ok && report.contains("results: s3://cluster/sweeps/sweep="),
+        "{report}"
+    );
+}
