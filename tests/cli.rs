@@ -177,6 +177,33 @@ fn run_then_report_prints_a_leaderboard() {
         "{report}"
     );
     assert!(report.contains("Spearman"), "{report}");
+    // For scripts: the leaderboard as CSV, everything as JSON.
+    let report_as = |format: &str| {
+        let o = tessera()
+            .args([
+                "report",
+                out.to_str().unwrap(),
+                "--top",
+                "3",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let csv = report_as("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "header and 3 rows: {csv}");
+    assert!(lines[0].starts_with("rank,trial,loss,"), "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&report_as("json")).unwrap();
+    assert_eq!(json["trials"], 16);
+    assert_eq!(json["counts"]["finished"], 16);
+    assert_eq!(json["leaderboard"].as_array().unwrap().len(), 3);
+    assert_eq!(json["leaderboard"][0]["rank"], 1);
+    assert_eq!(json["best"]["trial_id"], json["leaderboard"][0]["trial"]);
+    assert_eq!(json["effects"].as_array().unwrap().len(), 2);
 }
 
 #[test]

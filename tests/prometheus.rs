@@ -432,6 +432,16 @@ fn a_real_prometheus_scrapes_a_cluster() {
         )
         .is_some_and(|v| v >= 6.0)
     });
+    wait_for(
+        "Prometheus to scrape both workers",
+        Duration::from_secs(60),
+        || {
+            query(
+                prom_port,
+                r#"count(tessera_worker_info{job="workers",backend="flex"})"#,
+            ) == Some(2.0)
+        },
+    );
     let pid = frozen.0.id().to_string();
     assert!(
         Command::new("kill")

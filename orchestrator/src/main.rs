@@ -19,7 +19,7 @@ use tessera_orchestrator::cluster::serve::{ServeOptions, serve};
 use tessera_orchestrator::cluster::wire::{Request, WorkerInfo};
 use tessera_orchestrator::lake::Location;
 use tessera_orchestrator::metrics::Role;
-use tessera_orchestrator::report::build_report;
+use tessera_orchestrator::report::{Format, build_report};
 use tessera_orchestrator::run::{RunOptions, default_out, latest_run, run_sweep};
 use tessera_orchestrator::{Progress, RunError};
 use tokio::sync::watch;
@@ -219,6 +219,9 @@ enum Command {
         /// Leaderboard rows.
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// `table` for people; `csv` (the leaderboard) or `json` (everything) for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
         /// Ask this coordinator instead of reading a directory.
         #[arg(long, env = "TESSERA_COORDINATOR")]
         coordinator: Option<String>,
@@ -708,11 +711,12 @@ fn main() -> ExitCode {
         Command::Report {
             run,
             top,
+            format,
             coordinator: None,
             ..
         } => runtime().and_then(|rt| match rt.block_on(build_report(Path::new(&run), top)) {
             Ok(r) => {
-                out!("{}", r.render());
+                out!("{}", r.render_as(format));
                 Ok(())
             }
             Err(e) => Err(Failure::Input(BadInput(e.to_string()))),
@@ -720,6 +724,7 @@ fn main() -> ExitCode {
         Command::Report {
             run,
             top,
+            format,
             coordinator: Some(coordinator),
             security,
         } => runtime().and_then(|rt| {
@@ -728,7 +733,11 @@ fn main() -> ExitCode {
                     coordinator,
                     security,
                 },
-                Request::Report { sweep: run, top },
+                Request::Report {
+                    sweep: run,
+                    top,
+                    format,
+                },
             ))
         }),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(cmd_serve(args))),

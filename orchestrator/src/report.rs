@@ -82,6 +82,76 @@ impl TextTable {
     }
 }
 
+/// How `tessera report` prints.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Aligned tables for a terminal.
+    #[default]
+    Table,
+    /// The leaderboard as CSV (header row, RFC 4180 quoting), for spreadsheets and scripts.
+    Csv,
+    /// Everything as one JSON object, for scripts.
+    Json,
+}
+
+impl TextTable {
+    /// The table as CSV.
+    pub fn to_csv(&self) -> String {
+        let cell = |c: &str| {
+            if c.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.to_owned()
+            }
+        };
+        let mut out = String::new();
+        for row in std::iter::once(&self.headers).chain(&self.rows) {
+            let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The rows as JSON objects keyed by header; numeric cells become numbers, `-` null.
+    pub fn to_json_rows(&self) -> Vec<serde_json::Value> {
+        self.rows
+            .iter()
+            .map(|r| {
+                let obj: serde_json::Map<String, serde_json::Value> = self
+                    .headers
+                    .iter()
+                    .zip(r)
+                    .map(|(h, c)| {
+                        let v = if c == "-" {
+                            serde_json::Value::Null
+                        } else if let Ok(n) = c.parse::<i64>() {
+                            n.into()
+                        } else if let Ok(x) = c.parse::<f64>() {
+                            x.into()
+                        } else {
+                            c.clone().into()
+                        };
+                        (h.clone(), v)
+                    })
+                    .collect();
+                serde_json::Value::Object(obj)
+            })
+            .collect()
+    }
+}
+
 /// How the objective varies with one hyperparameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effect {
@@ -399,6 +469,40 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
 }
 
 impl Report {
+    /// The report in `format`.
+    pub fn render_as(&self, format: Format) -> String {
+        match format {
+            Format::Table => self.render(),
+            Format::Csv => self.leaderboard.to_csv(),
+            Format::Json => format!(
+                "{}\n",
+                serde_json::to_string_pretty(&self.to_json()).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sweep": self.spec.name,
+            "kind": self.spec.kind.as_str(),
+            "program": self.spec.program,
+            "objective": {
+                "metric": self.spec.objective.metric,
+                "goal": match self.spec.objective.goal { Goal::Maximize => "maximize", Goal::Minimize => "minimize" },
+            },
+            "trials": self.rows,
+            "counts": self.counts.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+            "best": self.best.map(|(id, v)| serde_json::json!({"trial_id": id, "value": v})),
+            "leaderboard": self.leaderboard.to_json_rows(),
+            "effects": self.effects.iter().map(|e| serde_json::json!({
+                "hyperparameter": e.name,
+                "spearman": e.spearman,
+                "rows": e.table.to_json_rows(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// The report as text for a terminal.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -457,6 +561,21 @@ mod tests {
         );
         assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
         assert_eq!(spearman(&[1.0, 1.0, 1.0], &[3.0, 2.0, 1.0]), None);
+    }
+
+    #[test]
+    fn tables_export_as_csv_and_json() {
+        let mut t = TextTable::new(&["rank", "name", "value"]);
+        t.row(vec!["1".into(), "a,b \"q\"".into(), "0.5".into()]);
+        t.row(vec!["2".into(), "c".into(), "-".into()]);
+        assert_eq!(
+            t.to_csv(),
+            "rank,name,value\n1,\"a,b \"\"q\"\"\",0.5\n2,c,-\n"
+        );
+        let rows = t.to_json_rows();
+        assert_eq!(rows[0]["rank"], 1);
+        assert_eq!(rows[0]["value"], 0.5);
+        assert!(rows[1]["value"].is_null());
     }
 
     #[test]

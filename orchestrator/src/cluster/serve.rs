@@ -343,7 +343,7 @@ impl GatewayState {
                     None => Err((2, format!("{id} has already ended"))),
                 }
             }
-            Request::Report { sweep, top } => {
+            Request::Report { sweep, top, format } => {
                 let id = self.find_sweep(&sweep).map_err(|e| (2, e))?.to_owned();
                 let out = self.sweeps[&id].out.clone();
                 let r = crate::report::build_report(&out, top)
@@ -351,7 +351,10 @@ impl GatewayState {
                     .map_err(|e| (1, e.to_string()))?;
                 let at = crate::store::results_of(&out)
                     .map_or_else(|_| out.display().to_string(), |l| l.to_string());
-                Ok(format!("{}\nresults: {at}\n", r.render()))
+                Ok(match format {
+                    crate::report::Format::Table => format!("{}\nresults: {at}\n", r.render()),
+                    other => r.render_as(other),
+                })
             }
         }
     }

@@ -220,6 +220,9 @@ pub enum Request {
         sweep: String,
         /// Rows in the leaderboard.
         top: usize,
+        /// Output format.
+        #[serde(default)]
+        format: crate::report::Format,
     },
 }
 
