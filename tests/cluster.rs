@@ -213,8 +213,13 @@ impl Cluster {
             }
             assert!(
                 start.elapsed() < timeout,
-                "timed out waiting for {what}: {s}\n--- coordinator:\n{}",
-                self.coordinator.as_ref().map(Proc::log).unwrap_or_default()
+                "timed out waiting for {what}: {s}\n--- coordinator:\n{}\n--- workers:\n{}",
+                self.coordinator.as_ref().map(Proc::log).unwrap_or_default(),
+                self.workers
+                    .iter()
+                    .map(Proc::log)
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
             );
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -43,7 +43,12 @@ pub struct AgentState {
     hello_pending: bool,
     ticking: bool,
     running: HashMap<u64, Attempt>,
+    /// Outcomes no coordinator has acknowledged; the first `in_hello` went with the
+    /// last hello.
     outbox: Vec<Ended>,
+    in_hello: usize,
+    /// Dispatches whose thread ended while no coordinator listened.
+    freed: Vec<u64>,
     decisions: Arc<Mutex<HashMap<u64, std::sync::mpsc::Sender<bool>>>>,
     fatal: mpsc::UnboundedSender<String>,
     lost: Arc<Notify>,
@@ -61,7 +66,8 @@ impl AgentState {
         coordinator().is_some_and(|c| c.cast(msg).is_ok())
     }
 
-    fn hello(&self) {
+    fn hello(&mut self) {
+        self.in_hello = self.outbox.len();
         let running = self.running.values().map(|a| a.lease.clone()).collect();
         self.send(ToCoordinator::Hello {
             info: self.info.clone(),
@@ -89,6 +95,8 @@ impl Actor for Agent {
             ticking: false,
             running: HashMap::new(),
             outbox: Vec::new(),
+            in_hello: 0,
+            freed: Vec::new(),
             decisions: Arc::default(),
             fatal,
             lost,
@@ -111,7 +119,26 @@ impl Actor for Agent {
             ToWorker::Welcome { heartbeat_s, drop } => {
                 state.welcomed = true;
                 state.hello_pending = false;
-                state.outbox.clear();
+                // What went with the hello is delivered; what ended since (a dispatch
+                // can overtake the welcome) goes now.
+                let sent = state.in_hello.min(state.outbox.len());
+                state.outbox.drain(..sent);
+                state.in_hello = 0;
+                let worker = state.info.name.clone();
+                for ended in std::mem::take(&mut state.outbox) {
+                    if !state.send(ToCoordinator::Ended {
+                        worker: worker.clone(),
+                        ended: ended.clone(),
+                    }) {
+                        state.outbox.push(ended);
+                    }
+                }
+                for lease in std::mem::take(&mut state.freed) {
+                    state.send(ToCoordinator::Freed {
+                        worker: worker.clone(),
+                        lease,
+                    });
+                }
                 for lease in drop {
                     if let Some(a) = state.running.get(&lease) {
                         a.stop.store(true, Ordering::Relaxed);
@@ -264,11 +291,13 @@ impl Actor for Agent {
             }
             ToWorker::LocalFreed(lease) => {
                 state.running.remove(&lease);
-                if state.welcomed {
-                    state.send(ToCoordinator::Freed {
+                if !(state.welcomed
+                    && state.send(ToCoordinator::Freed {
                         worker: state.info.name.clone(),
                         lease,
-                    });
+                    }))
+                {
+                    state.freed.push(lease);
                 }
             }
         }
