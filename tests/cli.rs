@@ -291,3 +291,45 @@ fn an_attempt_over_its_time_limit_is_abandoned_as_failed_and_retried() {
     }
     assert_eq!(t.height(), 2);
 }
+
+#[test]
+fn plot_draws_png_and_svg_figures_of_a_run() {
+    let (_dir, out, o) = run_sweep(
+        "version: 1\nname: plots\nkind: random\nseed: 4\nprogram: synthetic\nspace:\n  x: { float: [0.001, 1], scale: log }\n  y: { float: [-1, 1] }\n  reports: 5\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 20 }\n",
+        &[],
+        &["--workers", "2", "--quiet"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = tessera()
+        .args(["plot", out.to_str().unwrap(), "--top", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    for name in [
+        "learning_curves",
+        "objective_vs_x",
+        "objective_vs_y",
+        "parallel_coordinates",
+    ] {
+        let png = std::fs::read(out.join("plots").join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png is a PNG");
+        // IHDR: width and height, big-endian, at bytes 16..24.
+        let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        assert_eq!((w, h), (1000, 640));
+        assert!(png.len() > 10_000, "{name}.png has content");
+        let svg = std::fs::read_to_string(out.join("plots").join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("loss"),
+            "{name}.svg"
+        );
+        assert!(listed.contains(&format!("{name}.png")), "{listed}");
+    }
+    let svg = std::fs::read_to_string(out.join("plots/objective_vs_x.svg")).unwrap();
+    assert!(svg.contains("log scale"), "x is log-scaled in the space");
+    // Not a run: one clear error, exit 2.
+    let o = tessera().args(["plot", "/nonexistent"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+}

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod journal;
 pub mod lake;
 pub mod metrics;
+pub mod plot;
 mod process_metrics;
 pub mod report;
 pub mod run;

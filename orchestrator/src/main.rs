@@ -19,6 +19,7 @@ use tessera_orchestrator::cluster::serve::{ServeOptions, serve};
 use tessera_orchestrator::cluster::wire::{Request, WorkerInfo};
 use tessera_orchestrator::lake::Location;
 use tessera_orchestrator::metrics::Role;
+use tessera_orchestrator::plot::{ImageFormat, plot_run};
 use tessera_orchestrator::report::{Format, build_report};
 use tessera_orchestrator::run::{RunOptions, default_out, latest_run, run_sweep};
 use tessera_orchestrator::{Progress, RunError};
@@ -227,6 +228,24 @@ enum Command {
         coordinator: Option<String>,
         #[command(flatten)]
         security: SecurityArgs,
+    },
+    /// Draw a run's figures: learning curves of the best trials, the objective against
+    /// each hyperparameter, parallel coordinates of the best trials.
+    #[command(
+        after_help = "Example:\n  tessera plot runs/digits-mlp-20261129-104912        # PNG and SVG into RUN/plots/"
+    )]
+    Plot {
+        /// The run directory (its Parquet may be on S3).
+        run: PathBuf,
+        /// Where the images go (default: RUN/plots).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Trials in the learning curves (at most 10 drawn) and parallel coordinates.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Image formats (repeat or comma-separate).
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ImageFormat::Png, ImageFormat::Svg])]
+        format: Vec<ImageFormat>,
     },
     /// Run the coordinator as a service: workers join it, clients submit sweeps to it.
     ///
@@ -739,6 +758,23 @@ fn main() -> ExitCode {
                     format,
                 },
             ))
+        }),
+        Command::Plot {
+            run,
+            out,
+            top,
+            format,
+        } => runtime().and_then(|rt| {
+            let dir = out.unwrap_or_else(|| run.join("plots"));
+            match rt.block_on(plot_run(&run, &dir, top, &format)) {
+                Ok(files) => {
+                    for f in files {
+                        outln!("{}", f.display());
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(Failure::Input(BadInput(e.to_string()))),
+            }
         }),
         Command::Serve(args) => runtime().and_then(|rt| rt.block_on(cmd_serve(args))),
         Command::Worker(args) => runtime().and_then(|rt| rt.block_on(cmd_worker(args))),

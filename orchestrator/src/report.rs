@@ -194,7 +194,7 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, ReportError> {
+pub(crate) fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, ReportError> {
     let c = df
         .column(name)
         .map_err(|_| ReportError::Table(format!("trials table has no `{name}` column")))?;
@@ -207,7 +207,7 @@ fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, ReportError> 
         .collect())
 }
 
-fn col_str(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>, ReportError> {
+pub(crate) fn col_str(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>, ReportError> {
     let c = df
         .column(name)
         .map_err(|_| ReportError::Table(format!("trials table has no `{name}` column")))?;
