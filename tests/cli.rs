@@ -204,6 +204,25 @@ fn run_then_report_prints_a_leaderboard() {
     assert_eq!(json["leaderboard"][0]["rank"], 1);
     assert_eq!(json["best"]["trial_id"], json["leaderboard"][0]["trial"]);
     assert_eq!(json["effects"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        json["curves"].as_object().unwrap().len(),
+        3,
+        "a learning curve per leaderboard trial"
+    );
+    // The folder holding the run: one line per sweep.
+    let o = tessera()
+        .args([
+            "report",
+            out.parent().unwrap().to_str().unwrap(),
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(csv.starts_with("sweep,name,trials,finished,"), "{csv}");
+    assert!(csv.contains("\nrun,cli,16,16,0,0,loss,"), "{csv}");
 }
 
 #[test]

@@ -236,6 +236,17 @@ impl ObjectStore {
         }
     }
 
+    /// The key prefix of folder `prefix` (with a trailing `/`, or empty for the root).
+    fn s3_folder(s: &S3Store, prefix: &str) -> String {
+        let folder = prefix.trim_matches('/');
+        match (s.prefix.is_empty(), folder.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => format!("{folder}/"),
+            (false, true) => format!("{}/", s.prefix),
+            (false, false) => format!("{}/{folder}/", s.prefix),
+        }
+    }
+
     fn s3_err(s: &S3Store, key: &str, e: impl std::error::Error) -> LakeError {
         LakeError::S3 {
             bucket: s.bucket.clone(),
@@ -432,13 +443,7 @@ impl ObjectStore {
                 }
             }
             ObjectStore::S3(s) => {
-                let folder = prefix.trim_matches('/');
-                let full = match (s.prefix.is_empty(), folder.is_empty()) {
-                    (true, true) => String::new(),
-                    (true, false) => format!("{folder}/"),
-                    (false, true) => format!("{}/", s.prefix),
-                    (false, false) => format!("{}/{folder}/", s.prefix),
-                };
+                let full = Self::s3_folder(s, prefix);
                 let strip = if s.prefix.is_empty() {
                     String::new()
                 } else {
@@ -464,6 +469,44 @@ impl ObjectStore {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    /// Sub-folders directly below `prefix` (names ending in `/`), sorted.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, LakeError> {
+        let mut dirs = Vec::new();
+        match self {
+            ObjectStore::Local(root) => {
+                let folder = root.join(prefix);
+                if let Ok(entries) = fs::read_dir(&folder) {
+                    for e in entries.flatten() {
+                        if e.path().is_dir() {
+                            dirs.push(format!("{}/", e.file_name().to_string_lossy()));
+                        }
+                    }
+                }
+            }
+            ObjectStore::S3(s) => {
+                let full = Self::s3_folder(s, prefix);
+                let mut pages = s
+                    .client
+                    .list_objects_v2()
+                    .bucket(&s.bucket)
+                    .prefix(&full)
+                    .delimiter("/")
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| Self::s3_err(s, prefix, e))?;
+                    for p in page.common_prefixes() {
+                        if let Some(d) = p.prefix().and_then(|d| d.strip_prefix(&full)) {
+                            dirs.push(d.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        dirs.sort();
+        Ok(dirs)
     }
 
     /// Removes the object at `key` (absent is fine).

@@ -20,7 +20,7 @@ use tessera_orchestrator::cluster::wire::{Request, WorkerInfo};
 use tessera_orchestrator::lake::Location;
 use tessera_orchestrator::metrics::Role;
 use tessera_orchestrator::plot::{ImageFormat, plot_run};
-use tessera_orchestrator::report::{Format, build_report};
+use tessera_orchestrator::report::{Format, build_overview, build_report, is_run_dir};
 use tessera_orchestrator::run::{RunOptions, default_out, latest_run, run_sweep};
 use tessera_orchestrator::{Progress, RunError};
 use tokio::sync::watch;
@@ -212,10 +212,12 @@ enum Command {
     Run(RunArgs),
     /// Summarise a run: leaderboard and each hyperparameter's effect.
     ///
-    /// Give a run directory, or with --coordinator a sweep id or name on a running
-    /// coordinator.
+    /// Give a run directory; a folder of run directories or an s3://BUCKET/PREFIX results
+    /// location for one line per sweep; or, with --coordinator, a sweep id or name on a
+    /// running coordinator.
     Report {
-        /// A run directory, or (with --coordinator) a sweep id or name.
+        /// A run directory, a folder of runs, s3://BUCKET/PREFIX, or (with --coordinator)
+        /// a sweep id or name.
         run: String,
         /// Leaderboard rows.
         #[arg(long, default_value_t = 10)]
@@ -733,12 +735,27 @@ fn main() -> ExitCode {
             format,
             coordinator: None,
             ..
-        } => runtime().and_then(|rt| match rt.block_on(build_report(Path::new(&run), top)) {
-            Ok(r) => {
-                out!("{}", r.render_as(format));
-                Ok(())
+        } => runtime().and_then(|rt| {
+            let bad = |e: &dyn std::fmt::Display| Failure::Input(BadInput(e.to_string()));
+            if run.starts_with("s3://") || !is_run_dir(Path::new(&run)) {
+                // A results location with many sweeps: one line each.
+                let loc = Location::parse(&run).map_err(|e| bad(&e))?;
+                let t = rt.block_on(build_overview(&loc)).map_err(|e| bad(&e))?;
+                match format {
+                    Format::Table => out!("{}", t.render()),
+                    Format::Csv => out!("{}", t.to_csv()),
+                    Format::Json => outln!(
+                        "{}",
+                        serde_json::to_string_pretty(&t.to_json_rows()).unwrap_or_default()
+                    ),
+                }
+                return Ok(());
             }
-            Err(e) => Err(Failure::Input(BadInput(e.to_string()))),
+            let r = rt
+                .block_on(build_report(Path::new(&run), top))
+                .map_err(|e| bad(&e))?;
+            out!("{}", r.render_as(format));
+            Ok(())
         }),
         Command::Report {
             run,

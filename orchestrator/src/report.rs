@@ -2,7 +2,7 @@
 //! a leaderboard and, per hyperparameter, how the objective varies with it.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use tessera_core::space::{Domain, ValueKind};
@@ -178,6 +178,8 @@ pub struct Report {
     pub effects: Vec<Effect>,
     /// Rows read from `trials/`.
     pub rows: usize,
+    /// The objective by step of each leaderboard trial.
+    pub curves: std::collections::BTreeMap<u64, Vec<(u64, f64)>>,
 }
 
 fn fmt_num(v: f64) -> String {
@@ -282,6 +284,186 @@ fn group_rows(groups: Vec<(String, Vec<f64>)>, goal: Goal) -> TextTable {
     t
 }
 
+/// A curve as a line of block characters, low to high, at most `width` wide.
+pub fn sparkline(points: &[(u64, f64)], width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let vals: Vec<f64> = points
+        .iter()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .collect();
+    if vals.is_empty() || width == 0 {
+        return "-".into();
+    }
+    let n = vals.len().min(width);
+    let pick: Vec<f64> = (0..n)
+        .map(|k| vals[k * (vals.len() - 1) / (n - 1).max(1)])
+        .collect();
+    let (lo, hi) = pick
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+    pick.iter()
+        .map(|v| {
+            if hi > lo {
+                BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize]
+            } else {
+                BARS[3]
+            }
+        })
+        .collect()
+}
+
+/// Trials by status, in order of first appearance.
+fn count_status(status: &[Option<String>]) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for s in status.iter().flatten() {
+        match counts.iter_mut().find(|(k, _)| k == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s.clone(), 1)),
+        }
+    }
+    counts
+}
+
+/// One line of an overview: a sweep, its counts and its best trial.
+fn overview_row(
+    id: &str,
+    name: &str,
+    metric: &str,
+    goal: Goal,
+    df: &DataFrame,
+) -> Result<Vec<String>, ReportError> {
+    if df.height() == 0 {
+        return Ok(vec![
+            id.into(),
+            name.into(),
+            "0".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            metric.into(),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
+    let counts = count_status(&col_str(df, "status")?);
+    let ids = col_f64(df, "trial_id")?;
+    let obj = col_f64(df, metric)?;
+    let best = (0..df.height())
+        .filter_map(|i| Some((ids[i]?, obj[i].filter(|v| v.is_finite())?)))
+        .reduce(|a, b| if goal.better(b.1, a.1) { b } else { a });
+    let n = |k: &str| {
+        counts
+            .iter()
+            .find(|(s, _)| s == k)
+            .map_or(0, |(_, n)| *n)
+            .to_string()
+    };
+    Ok(vec![
+        id.into(),
+        name.into(),
+        df.height().to_string(),
+        n("finished"),
+        n("stopped"),
+        n("failed"),
+        metric.into(),
+        best.map_or("-".into(), |(_, v)| fmt_num(v)),
+        best.map_or("-".into(), |(t, _)| format!("{t}")),
+    ])
+}
+
+/// Whether `dir` is one run (it has a journal) rather than a folder of runs.
+pub fn is_run_dir(dir: &Path) -> bool {
+    dir.join(crate::run::JOURNAL_FILE).is_file()
+}
+
+/// Every sweep under a results location, one row each: a local folder of run directories,
+/// or an S3 prefix of `sweep=<id>/` folders.
+pub async fn build_overview(root: &crate::lake::Location) -> Result<TextTable, ReportError> {
+    let mut t = TextTable::new(&[
+        "sweep",
+        "name",
+        "trials",
+        "finished",
+        "stopped",
+        "failed",
+        "objective",
+        "best",
+        "best trial",
+    ]);
+    match root {
+        crate::lake::Location::Local(dir) => {
+            let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| {
+                    ReportError::NotARun(format!(
+                        "{}: {e}; give a run directory (it holds journal.jsonl), a folder of them, or an s3://BUCKET/PREFIX results location",
+                        dir.display()
+                    ))
+                })?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| is_run_dir(p))
+                .collect();
+            runs.sort();
+            for run in runs {
+                let Ok(r) = build_report(&run, 1).await else {
+                    continue;
+                };
+                let df = crate::store::read_results(&run, TRIALS).await?;
+                let id = run
+                    .file_name()
+                    .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+                t.row(overview_row(
+                    &id,
+                    &r.spec.name,
+                    &r.spec.objective.metric,
+                    r.spec.objective.goal,
+                    &df,
+                )?);
+            }
+        }
+        s3 => {
+            let store = crate::lake::ObjectStore::open(s3)
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            for dir in store
+                .list_dirs("")
+                .await
+                .map_err(crate::store::StoreError::from)?
+            {
+                let Some(id) = dir.trim_end_matches('/').strip_prefix("sweep=") else {
+                    continue;
+                };
+                let sweep = store.sub(dir.trim_end_matches('/'));
+                let Ok(meta) = sweep.get(crate::store::META_FILE).await else {
+                    continue;
+                };
+                let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap_or_default();
+                let metric = meta["objective"]["metric"].as_str().unwrap_or("objective");
+                let goal = if meta["objective"]["goal"] == "maximize" {
+                    Goal::Maximize
+                } else {
+                    Goal::Minimize
+                };
+                let df = crate::store::read_table_from(&sweep, TRIALS).await?;
+                t.row(overview_row(
+                    id,
+                    meta["name"].as_str().unwrap_or("-"),
+                    metric,
+                    goal,
+                    &df,
+                )?);
+            }
+        }
+    }
+    if t.rows.is_empty() {
+        return Err(ReportError::NotARun(format!(
+            "{root} holds no sweep: give a run directory, a folder of run directories, or the s3://… location results were written to"
+        )));
+    }
+    Ok(t)
+}
+
 /// Reads the run in `dir` and summarises it; `top` rows in the leaderboard.
 pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
     let spec_path = dir.join(SPEC_FILE);
@@ -315,6 +497,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             best: None,
             effects: Vec::new(),
             rows,
+            curves: Default::default(),
         });
     }
     let ids = col_f64(&df, "trial_id")?;
@@ -322,13 +505,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
     let obj = col_f64(&df, &metric)?;
     let steps = col_f64(&df, "steps")?;
     let dur = col_f64(&df, "duration_s")?;
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for s in status.iter().flatten() {
-        match counts.iter_mut().find(|(k, _)| k == s) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((s.clone(), 1)),
-        }
-    }
+    let counts = count_status(&status);
     let varied: Vec<(String, Domain)> = spec
         .space
         .params
@@ -360,8 +537,37 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
         "status".into(),
         "steps".into(),
         "time_s".into(),
+        "curve".into(),
     ];
     headers.extend(varied.iter().map(|(n, _)| n.clone()));
+    // Learning curves of the leaderboard's trials: the objective metric by step.
+    let shown: std::collections::BTreeSet<u64> = order
+        .iter()
+        .take(top)
+        .filter_map(|&i| ids[i].map(|v| v as u64))
+        .collect();
+    let mut curves: std::collections::BTreeMap<u64, Vec<(u64, f64)>> = Default::default();
+    let m = crate::store::read_results(dir, crate::store::METRICS).await?;
+    if m.height() > 0 {
+        let (m_ids, m_steps, m_names, m_values) = (
+            col_f64(&m, "trial_id")?,
+            col_f64(&m, "step")?,
+            col_str(&m, "metric")?,
+            col_f64(&m, "value")?,
+        );
+        for k in 0..m.height() {
+            if let (Some(id), Some(step), Some(name), Some(v)) =
+                (m_ids[k], m_steps[k], &m_names[k], m_values[k])
+                && name == &metric
+                && shown.contains(&(id as u64))
+            {
+                curves.entry(id as u64).or_default().push((step as u64, v));
+            }
+        }
+        for c in curves.values_mut() {
+            c.sort_by_key(|p| p.0);
+        }
+    }
     let mut leaderboard = TextTable {
         headers,
         rows: Vec::new(),
@@ -374,6 +580,9 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             status[i].clone().unwrap_or_default(),
             steps[i].map_or("-".into(), fmt_num),
             dur[i].map_or("-".into(), |d| format!("{d:.2}")),
+            ids[i]
+                .and_then(|id| curves.get(&(id as u64)))
+                .map_or("-".into(), |c| sparkline(c, 20)),
         ];
         for p in &params {
             row.push(match p[i].as_deref() {
@@ -462,6 +671,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
         spec,
         counts,
         leaderboard,
+        curves,
         best,
         effects,
         rows,
@@ -495,6 +705,7 @@ impl Report {
             "counts": self.counts.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
             "best": self.best.map(|(id, v)| serde_json::json!({"trial_id": id, "value": v})),
             "leaderboard": self.leaderboard.to_json_rows(),
+            "curves": self.curves.iter().map(|(id, c)| (id.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>(),
             "effects": self.effects.iter().map(|e| serde_json::json!({
                 "hyperparameter": e.name,
                 "spearman": e.spearman,
@@ -576,6 +787,19 @@ mod tests {
         assert_eq!(rows[0]["rank"], 1);
         assert_eq!(rows[0]["value"], 0.5);
         assert!(rows[1]["value"].is_null());
+    }
+
+    #[test]
+    fn sparklines_span_low_to_high() {
+        assert_eq!(sparkline(&[(1, 0.0), (2, 0.5), (3, 1.0)], 10), "▁▅█");
+        assert_eq!(sparkline(&[(1, 2.0), (2, 2.0)], 10), "▄▄");
+        assert_eq!(sparkline(&[], 10), "-");
+        assert_eq!(
+            sparkline(&(0..100).map(|i| (i, i as f64)).collect::<Vec<_>>(), 20)
+                .chars()
+                .count(),
+            20
+        );
     }
 
     #[test]
