@@ -386,3 +386,32 @@ fn a_coordinator_service_writes_every_sweep_to_s3() {
         "{report}"
     );
 }
+
+#[test]
+fn s3_errors_say_what_failed_without_credentials() {
+    let Some(m) = moto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("lake.yaml");
+    std::fs::write(&sweep, SWEEP).unwrap();
+    // No such bucket: the run fails with the location in the message, never the secret.
+    let o = tessera_s3(&m)
+        .current_dir(dir.path())
+        .args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--quiet",
+            "--out",
+            "s3://no-such-bucket/x",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("s3://no-such-bucket/x/sweep="), "{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    // The journal went to the local runs/ folder, the attempt can be resumed from there.
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1);
+}

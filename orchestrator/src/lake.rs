@@ -19,6 +19,21 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
+/// The SDK's error chain without its trailing debug dump.
+fn short(mut message: String) -> String {
+    // The chain ends with ` (Variant(Struct { … }))`: the readable part is before it.
+    if let Some(i) = message
+        .find(" (DispatchFailure(")
+        .or_else(|| message.find(" (ServiceError("))
+    {
+        message.truncate(i);
+    }
+    if message.chars().count() > 400 {
+        message = message.chars().take(400).collect::<String>() + "…";
+    }
+    message
+}
+
 /// Objects above this size go up as a multipart upload, in parts of this size.
 pub const MULTIPART_PART: usize = 8 << 20;
 
@@ -37,7 +52,9 @@ pub enum LakeError {
         source: std::io::Error,
     },
     /// An S3 request failed.
-    #[error("s3://{bucket}/{key}: {message}")]
+    #[error(
+        "s3://{bucket}/{key}: {message}\n  help: check the bucket, the endpoint (AWS_ENDPOINT_URL, TESSERA_S3_PATH_STYLE) and the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, …)"
+    )]
     S3 {
         /// Bucket.
         bucket: String,
@@ -251,7 +268,7 @@ impl ObjectStore {
         LakeError::S3 {
             bucket: s.bucket.clone(),
             key: Self::s3_key(s, key),
-            message: DisplayErrorContext(e).to_string(),
+            message: short(DisplayErrorContext(e).to_string()),
         }
     }
 
@@ -358,7 +375,7 @@ impl ObjectStore {
                 .map_err(|e| LakeError::S3 {
                     bucket: s.bucket.clone(),
                     key: full.to_owned(),
-                    message: DisplayErrorContext(e).to_string(),
+                    message: short(DisplayErrorContext(e).to_string()),
                 })?;
             parts.push(
                 CompletedPart::builder()

@@ -48,6 +48,7 @@ struct RunArgs {
     sweep: PathBuf,
     /// Run directory: journal and spec, and the Parquet unless it goes to S3 (default:
     /// runs/<name>-<timestamp>, under the sweep's `results:` if that is a directory).
+    /// `--out s3://BUCKET/PREFIX` means `--results s3://BUCKET/PREFIX`.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Where the results go: a directory (run directories are made in it) or
@@ -403,6 +404,14 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
     let Some(executor) = executor() else {
         return Err(Failure::Input(BadInput("this tessera was built without the embedded worker (feature `worker`); use a full build".into())));
     };
+    // `--out s3://…` names where the results go, like `--results s3://…`: the journal
+    // needs a local disk and stays in runs/.
+    let (out, results) = match out {
+        Some(o) if o.to_string_lossy().starts_with("s3://") => {
+            (None, Some(o.to_string_lossy().into_owned()))
+        }
+        o => (o, results),
+    };
     let results = match results.or_else(|| spec.results.clone()) {
         Some(r) => Some(Location::parse(&r).map_err(|e| Failure::Input(BadInput(e.to_string())))?),
         None => None,
@@ -666,8 +675,8 @@ async fn cmd_ask(client: ClientArgs, request: Request) -> Result<(), Failure> {
 fn init_logging(verbose: u8, format: LogFormat) {
     // ractor_cluster logs every closed session as a warning; ours say what matters.
     let default = match verbose {
-        0 => "warn,ractor_cluster=error,ractor=error",
-        1 => "info,ractor_cluster=error,ractor=error",
+        0 => "warn,ractor_cluster=error,ractor=error,aws_config=error",
+        1 => "info,ractor_cluster=error,ractor=error,aws_config=error",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
