@@ -82,6 +82,34 @@ impl Drop for Kill {
     }
 }
 
+/// Starts Prometheus on `port`, scraping every second with these `scrape_configs` entries.
+fn start_prometheus(
+    prometheus: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+    jobs: &str,
+) -> Kill {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}"),
+    )
+    .unwrap();
+    Kill(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -126,24 +154,13 @@ fn a_real_prometheus_scrapes_what_the_sweep_did() {
             .spawn()
             .unwrap(),
     );
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tessera\n    static_configs:\n      - targets: ['127.0.0.1:{tessera_port}']\n"),
-    )
-    .unwrap();
-    let _prom = Kill(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _prom = start_prometheus(
+        &prometheus,
+        dir.path(),
+        prom_port,
+        &format!(
+            "  - job_name: tessera\n    static_configs:\n      - targets: ['127.0.0.1:{tessera_port}']\n"
+        ),
     );
     wait_for("prometheus to be ready", Duration::from_secs(60), || {
         http_get(prom_port, "/-/ready").is_some()
@@ -384,24 +401,13 @@ fn a_real_prometheus_scrapes_a_cluster() {
     };
     let _steady = worker("steady", w1_metrics);
     let frozen = worker("frozen", w2_metrics);
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: coordinator\n    static_configs:\n      - targets: ['127.0.0.1:{coord_metrics}']\n  - job_name: workers\n    static_configs:\n      - targets: ['127.0.0.1:{w1_metrics}', '127.0.0.1:{w2_metrics}']\n"),
-    )
-    .unwrap();
-    let _prom = Kill(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _prom = start_prometheus(
+        &prometheus,
+        dir.path(),
+        prom_port,
+        &format!(
+            "  - job_name: coordinator\n    static_configs:\n      - targets: ['127.0.0.1:{coord_metrics}']\n  - job_name: workers\n    static_configs:\n      - targets: ['127.0.0.1:{w1_metrics}', '127.0.0.1:{w2_metrics}']\n"
+        ),
     );
     wait_for("two workers", Duration::from_secs(60), || {
         http_get(coord_metrics, "/metrics")

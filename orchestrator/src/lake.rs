@@ -308,16 +308,7 @@ impl ObjectStore {
                 Ok(())
             }
             ObjectStore::S3(s) => {
-                let full = Self::s3_key(s, key);
-                let upload = s
-                    .client
-                    .create_multipart_upload()
-                    .bucket(&s.bucket)
-                    .key(&full)
-                    .send()
-                    .await
-                    .map_err(|e| Self::s3_err(s, key, e))?;
-                let id = upload.upload_id().unwrap_or_default().to_owned();
+                let (full, id) = Self::start_upload(s, key).await?;
                 let result = Self::upload_parts(s, &full, &id, &bytes).await;
                 match result {
                     Ok(parts) => {
@@ -351,6 +342,21 @@ impl ObjectStore {
                 }
             }
         }
+    }
+
+    /// Starts a multipart upload of `key`: its full key and the upload id.
+    async fn start_upload(s: &S3Store, key: &str) -> Result<(String, String), LakeError> {
+        let full = Self::s3_key(s, key);
+        let upload = s
+            .client
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| Self::s3_err(s, key, e))?;
+        let id = upload.upload_id().unwrap_or_default().to_owned();
+        Ok((full, id))
     }
 
     async fn upload_parts(
@@ -460,32 +466,44 @@ impl ObjectStore {
                 }
             }
             ObjectStore::S3(s) => {
-                let full = Self::s3_folder(s, prefix);
-                let strip = if s.prefix.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}/", s.prefix)
-                };
-                let mut pages = s
-                    .client
-                    .list_objects_v2()
-                    .bucket(&s.bucket)
-                    .prefix(&full)
-                    .delimiter("/")
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| Self::s3_err(s, prefix, e))?;
-                    for o in page.contents() {
-                        if let Some(k) = o.key().and_then(|k| k.strip_prefix(&strip)) {
-                            keys.push(k.to_owned());
-                        }
+                let strip = Self::s3_folder(s, "");
+                for k in Self::s3_list(s, prefix).await?.0 {
+                    if let Some(k) = k.strip_prefix(&strip) {
+                        keys.push(k.to_owned());
                     }
                 }
             }
         }
         keys.sort();
         Ok(keys)
+    }
+
+    /// Full keys of the objects, and full prefixes of the sub-folders, directly in folder
+    /// `prefix` of an S3 store.
+    async fn s3_list(s: &S3Store, prefix: &str) -> Result<(Vec<String>, Vec<String>), LakeError> {
+        let (mut keys, mut dirs) = (Vec::new(), Vec::new());
+        let mut pages = s
+            .client
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(Self::s3_folder(s, prefix))
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Self::s3_err(s, prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        }
+        Ok((keys, dirs))
     }
 
     /// Sub-folders directly below `prefix` (names ending in `/`), sorted.
@@ -504,20 +522,9 @@ impl ObjectStore {
             }
             ObjectStore::S3(s) => {
                 let full = Self::s3_folder(s, prefix);
-                let mut pages = s
-                    .client
-                    .list_objects_v2()
-                    .bucket(&s.bucket)
-                    .prefix(&full)
-                    .delimiter("/")
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| Self::s3_err(s, prefix, e))?;
-                    for p in page.common_prefixes() {
-                        if let Some(d) = p.prefix().and_then(|d| d.strip_prefix(&full)) {
-                            dirs.push(d.to_owned());
-                        }
+                for d in Self::s3_list(s, prefix).await?.1 {
+                    if let Some(d) = d.strip_prefix(&full) {
+                        dirs.push(d.to_owned());
                     }
                 }
             }
@@ -574,16 +581,7 @@ impl ObjectStore {
         part: Vec<u8>,
     ) -> Result<(), LakeError> {
         if let ObjectStore::S3(s) = self {
-            let full = Self::s3_key(s, key);
-            let upload = s
-                .client
-                .create_multipart_upload()
-                .bucket(&s.bucket)
-                .key(&full)
-                .send()
-                .await
-                .map_err(|e| Self::s3_err(s, key, e))?;
-            let id = upload.upload_id().unwrap_or_default().to_owned();
+            let (full, id) = Self::start_upload(s, key).await?;
             Self::upload_parts(s, &full, &id, &part).await?;
         }
         Ok(())

@@ -18,8 +18,7 @@ use plotters::prelude::*;
 use tessera_core::space::{Domain, ParamValue, Scale};
 use tessera_core::spec::Goal;
 
-use crate::report::{ReportError, col_f64, col_str};
-use crate::run::SPEC_FILE;
+use crate::report::{ReportError, col_f64, col_str, load_spec, varied};
 use crate::store::{METRICS, TRIALS, read_results};
 
 /// Image formats `tessera plot` writes.
@@ -104,15 +103,7 @@ pub async fn plot_run(
     formats: &[ImageFormat],
 ) -> Result<Vec<PathBuf>, PlotError> {
     register_font();
-    let spec_path = dir.join(SPEC_FILE);
-    let text = std::fs::read_to_string(&spec_path).map_err(|_| {
-        ReportError::NotARun(format!(
-            "{} is not a run directory (no {SPEC_FILE})",
-            dir.display()
-        ))
-    })?;
-    let spec = tessera_core::parse_sweep(&spec_path.display().to_string(), &text)
-        .map_err(|e| ReportError::NotARun(e.to_string()))?;
+    let spec = load_spec(dir)?;
     let trials_df = read_results(dir, TRIALS).await.map_err(ReportError::from)?;
     let metrics_df = read_results(dir, METRICS)
         .await
@@ -125,13 +116,7 @@ pub async fn plot_run(
         Goal::Maximize => b.total_cmp(&a),
         Goal::Minimize => a.total_cmp(&b),
     };
-    let varied: Vec<(String, Domain)> = spec
-        .space
-        .params
-        .iter()
-        .filter(|(_, d)| !matches!(d, Domain::Fixed(_)))
-        .map(|(n, d)| (n.clone(), d.clone()))
-        .collect();
+    let varied = varied(&spec);
     let ids = col_f64(&trials_df, "trial_id")?;
     let obj = col_f64(&trials_df, &metric)?;
     let mut cols = BTreeMap::new();

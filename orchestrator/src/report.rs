@@ -464,8 +464,18 @@ pub async fn build_overview(root: &crate::lake::Location) -> Result<TextTable, R
     Ok(t)
 }
 
-/// Reads the run in `dir` and summarises it; `top` rows in the leaderboard.
-pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
+/// The hyperparameters a sweep varies (every one but the fixed), by name.
+pub(crate) fn varied(spec: &SweepSpec) -> Vec<(String, Domain)> {
+    spec.space
+        .params
+        .iter()
+        .filter(|(_, d)| !matches!(d, Domain::Fixed(_)))
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .collect()
+}
+
+/// The sweep spec of the run in `dir`.
+pub(crate) fn load_spec(dir: &Path) -> Result<SweepSpec, ReportError> {
     let spec_path = dir.join(SPEC_FILE);
     let text = std::fs::read_to_string(&spec_path).map_err(|_| {
         ReportError::NotARun(format!(
@@ -473,8 +483,13 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             dir.display()
         ))
     })?;
-    let spec = parse_sweep(&spec_path.display().to_string(), &text)
-        .map_err(|e| ReportError::NotARun(e.to_string()))?;
+    parse_sweep(&spec_path.display().to_string(), &text)
+        .map_err(|e| ReportError::NotARun(e.to_string()))
+}
+
+/// Reads the run in `dir` and summarises it; `top` rows in the leaderboard.
+pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError> {
+    let spec = load_spec(dir)?;
     let df = read_results(dir, TRIALS).await?;
     let rows = df.height();
     let metric = spec.objective.metric.clone();
@@ -506,13 +521,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
     let steps = col_f64(&df, "steps")?;
     let dur = col_f64(&df, "duration_s")?;
     let counts = count_status(&status);
-    let varied: Vec<(String, Domain)> = spec
-        .space
-        .params
-        .iter()
-        .filter(|(_, d)| !matches!(d, Domain::Fixed(_)))
-        .map(|(n, d)| (n.clone(), d.clone()))
-        .collect();
+    let varied = varied(&spec);
     let params: Vec<Vec<Option<String>>> = varied
         .iter()
         .map(|(n, _)| col_str(&df, n))
