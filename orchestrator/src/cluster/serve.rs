@@ -153,8 +153,8 @@ impl GatewayState {
     }
 
     fn find_sweep(&self, key: &str) -> Result<&str, String> {
-        if self.sweeps.contains_key(key) {
-            return Ok(self.sweeps.keys().find(|k| *k == key).map_or("", |k| k));
+        if let Some((id, _)) = self.sweeps.get_key_value(key) {
+            return Ok(id);
         }
         // A name: its newest sweep.
         self.sweeps
