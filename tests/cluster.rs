@@ -5,7 +5,6 @@
 //! trials, each recorded exactly once.
 
 use std::collections::BTreeSet;
-use std::io::Read as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -476,15 +475,6 @@ fn cancel_stops_a_sweep_and_keeps_what_finished() {
     assert_eq!(t.height() as u64, done);
 }
 
-/// Reads a whole file (for /proc checks).
-fn read(path: &str) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let _ = f.read_to_string(&mut s);
-    }
-    s
-}
-
 /// Runs `ip ARGS…`, returning whether it worked.
 fn ip(args: &[&str]) -> bool {
     Command::new("ip")
@@ -553,7 +543,6 @@ fn a_partitioned_worker_is_detected_by_heartbeats_and_its_late_results_are_ignor
             return;
         }
     };
-    let _ = read("/proc/sys/net/ipv4/tcp_retries2");
     let port = free_port();
     let mut c = Cluster::on(&format!("0.0.0.0:{port}"), &format!("198.18.7.1:{port}"));
     c.add_worker("local", 2);

@@ -406,7 +406,7 @@ pub async fn build_overview(root: &crate::lake::Location) -> Result<TextTable, R
                 .collect();
             runs.sort();
             for run in runs {
-                let Ok(r) = build_report(&run, 1).await else {
+                let Ok(spec) = load_spec(&run) else {
                     continue;
                 };
                 let df = crate::store::read_results(&run, TRIALS).await?;
@@ -415,9 +415,9 @@ pub async fn build_overview(root: &crate::lake::Location) -> Result<TextTable, R
                     .map_or(String::new(), |f| f.to_string_lossy().into_owned());
                 t.row(overview_row(
                     &id,
-                    &r.spec.name,
-                    &r.spec.objective.metric,
-                    r.spec.objective.goal,
+                    &spec.name,
+                    &spec.objective.metric,
+                    spec.objective.goal,
                     &df,
                 )?);
             }
@@ -440,11 +440,8 @@ pub async fn build_overview(root: &crate::lake::Location) -> Result<TextTable, R
                 };
                 let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap_or_default();
                 let metric = meta["objective"]["metric"].as_str().unwrap_or("objective");
-                let goal = if meta["objective"]["goal"] == "maximize" {
-                    Goal::Maximize
-                } else {
-                    Goal::Minimize
-                };
+                let goal = serde_json::from_value(meta["objective"]["goal"].clone())
+                    .unwrap_or(Goal::Minimize);
                 let df = crate::store::read_table_from(&sweep, TRIALS).await?;
                 t.row(overview_row(
                     id,
@@ -708,7 +705,7 @@ impl Report {
             "program": self.spec.program,
             "objective": {
                 "metric": self.spec.objective.metric,
-                "goal": match self.spec.objective.goal { Goal::Maximize => "maximize", Goal::Minimize => "minimize" },
+                "goal": self.spec.objective.goal.as_str(),
             },
             "trials": self.rows,
             "counts": self.counts.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
@@ -726,10 +723,7 @@ impl Report {
     /// The report as text for a terminal.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let goal = match self.spec.objective.goal {
-            Goal::Maximize => "maximize",
-            Goal::Minimize => "minimize",
-        };
+        let goal = self.spec.objective.goal.as_str();
         let counts: Vec<String> = self
             .counts
             .iter()

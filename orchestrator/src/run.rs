@@ -218,7 +218,7 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         "name": spec.name,
         "kind": spec.kind.as_str(),
         "program": spec.program,
-        "objective": { "metric": spec.objective.metric, "goal": format!("{:?}", spec.objective.goal).to_lowercase() },
+        "objective": { "metric": spec.objective.metric, "goal": spec.objective.goal.as_str() },
         "tables": { "trials": TRIALS, "metrics": METRICS },
     });
     store.prepare(&state.flushed_parts, &meta).await?;

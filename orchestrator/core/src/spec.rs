@@ -103,6 +103,14 @@ pub enum Goal {
 }
 
 impl Goal {
+    /// `minimize` or `maximize`, as written in sweep files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Goal::Minimize => "minimize",
+            Goal::Maximize => "maximize",
+        }
+    }
+
     /// Whether `a` is strictly better than `b` under this goal (NaN is never better).
     pub fn better(&self, a: f64, b: f64) -> bool {
         match self {

@@ -70,9 +70,7 @@ pub enum SchedulerMsg {
     },
     /// The dispatch `lease` no longer occupies its worker.
     SlotFreed {
-        /// The worker.
-        worker: String,
-        /// The dispatch.
+        /// The dispatch (the scheduler knows its worker).
         lease: u64,
     },
     /// A sweep was cancelled: drop its queued attempts, stop its running ones.
@@ -400,7 +398,7 @@ impl Actor for SchedulerActor {
                     sweep,
                 });
             }
-            SchedulerMsg::SlotFreed { lease, .. } => state.free(lease),
+            SchedulerMsg::SlotFreed { lease } => state.free(lease),
             SchedulerMsg::Cancel { sweep_id, leases } => {
                 let mut dropped = Vec::new();
                 state.queue.retain(|q| {

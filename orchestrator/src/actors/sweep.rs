@@ -117,7 +117,7 @@ pub struct SweepResult {
 }
 
 /// How an attempt ended, as a worker tells it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttemptEnd {
     /// Trial.
     pub trial_id: TrialId,
@@ -373,20 +373,9 @@ impl SweepCore {
         }
     }
 
-    /// The sweep's validated spec.
-    pub fn spec(&self) -> &SweepSpec {
-        &self.spec
-    }
-
     /// Whether the sweep was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled
-    }
-
-    /// Whether the sweep is complete (every trial ended and visible, or cancelled and
-    /// drained).
-    pub fn is_complete(&self) -> bool {
-        self.completed
     }
 
     /// A reconnecting worker still runs `lease` of `trial_id`: adopt it if the trial

@@ -232,10 +232,9 @@ impl Actor for WorkerActor {
                 let on_end: OnEnd = Box::new(move |end| {
                     let _ = sweep.cast(SweepMsg::AttemptEnded(end));
                 });
-                let worker = state.name.clone();
                 let on_freed: OnFreed = Box::new(move || {
                     running.dec();
-                    let _ = scheduler.cast(SchedulerMsg::SlotFreed { worker, lease });
+                    let _ = scheduler.cast(SchedulerMsg::SlotFreed { lease });
                     let _ = myself.cast(WorkerMsg::Freed { lease });
                 });
                 let stop = spawn_attempt(

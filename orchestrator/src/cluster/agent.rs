@@ -208,15 +208,7 @@ impl Actor for Agent {
                     let me = myself.clone();
                     let sweep_id = sweep_id.clone();
                     Box::new(move |end| {
-                        let _ = me.cast(ToWorker::LocalEnded(Box::new(Ended {
-                            sweep_id,
-                            trial_id: end.trial_id,
-                            attempt: end.attempt,
-                            lease: end.lease,
-                            started_at_ms: end.started_at_ms,
-                            result: end.result,
-                            history: end.history,
-                        })));
+                        let _ = me.cast(ToWorker::LocalEnded(Box::new(Ended { sweep_id, end })));
                     })
                 };
                 let on_freed: OnFreed = {

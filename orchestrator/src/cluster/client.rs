@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 
 use super::ClusterError;
-use super::node::{Node, TlsFiles, wait_for_member};
+use super::node::{Node, TlsFiles, remote_member};
 use super::wire::{self, COORDINATOR_GROUP, Request, ToClient, ToCoordinator};
 
 /// Where to find the coordinator and how to prove membership.
@@ -65,12 +65,13 @@ pub async fn join(
     // Wait for the coordinator's process group, or for the session to be refused.
     let start = std::time::Instant::now();
     let found = loop {
-        if let Some(c) = wait_for_member(COORDINATOR_GROUP, Duration::from_millis(50)).await {
+        if let Some(c) = remote_member(COORDINATOR_GROUP) {
             break Some(c);
         }
         if refused.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(10) {
             break None;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     match found {
         Some(c) => Ok((node, ActorRef::from(c))),

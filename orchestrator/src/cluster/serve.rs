@@ -22,7 +22,7 @@ use super::wire::{
     WorkerInfo,
 };
 use crate::actors::scheduler::{Busy, SchedulerActor, SchedulerMsg, SlotView, WorkerLink};
-use crate::actors::sweep::{AttemptEnd, Progress, SweepMsg};
+use crate::actors::sweep::{Progress, SweepMsg};
 use crate::actors::writer::{FlushPolicy, WriterMsg};
 use crate::run::{JOURNAL_FILE, Launch, SPEC_FILE, default_out, launch_sweep, resolve_dataset};
 
@@ -167,22 +167,21 @@ impl GatewayState {
             })
     }
 
-    fn route_ended(&self, worker: &str, e: Ended) {
+    fn route_ended(&self, e: Ended) {
         match self.sweeps.get(&e.sweep_id).and_then(|s| s.actor.as_ref()) {
             Some(sweep) => {
-                let _ = sweep.cast(SweepMsg::AttemptEnded(AttemptEnd {
-                    trial_id: e.trial_id,
-                    lease: e.lease,
-                    attempt: e.attempt,
-                    worker: worker.to_owned(),
-                    started_at_ms: e.started_at_ms,
-                    result: e.result,
-                    history: e.history,
-                }));
+                let _ = sweep.cast(SweepMsg::AttemptEnded(e.end));
             }
             None => {
-                tracing::info!(sweep = %e.sweep_id, trial_id = e.trial_id, worker, "result for a sweep that is no longer running; ignored")
+                tracing::info!(sweep = %e.sweep_id, trial_id = e.end.trial_id, worker = %e.end.worker, "result for a sweep that is no longer running; ignored")
             }
+        }
+    }
+
+    /// Any message from a worker shows it is alive.
+    fn seen(&mut self, worker: &str) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.last_seen = Instant::now();
         }
     }
 
@@ -220,7 +219,7 @@ impl GatewayState {
             return;
         }
         for e in ended {
-            self.route_ended(&info.name, e);
+            self.route_ended(e);
         }
         let mut busy = Vec::new();
         let mut drop = Vec::new();
@@ -585,9 +584,7 @@ impl Actor for Gateway {
                 step,
                 metrics,
             } => {
-                if let Some(w) = state.workers.get_mut(&worker) {
-                    w.last_seen = Instant::now();
-                }
+                state.seen(&worker);
                 let sweep = state.sweeps.get(&sweep_id).and_then(|s| s.actor.clone());
                 let agent = state.agent_of(&worker);
                 tokio::spawn(async move {
@@ -616,15 +613,12 @@ impl Actor for Gateway {
                 });
             }
             ToCoordinator::Ended { worker, ended } => {
-                if let Some(w) = state.workers.get_mut(&worker) {
-                    w.last_seen = Instant::now();
-                }
-                state.route_ended(&worker, ended);
+                state.seen(&worker);
+                state.route_ended(ended);
             }
             ToCoordinator::Freed { worker, lease } => {
-                let _ = state
-                    .scheduler
-                    .cast(SchedulerMsg::SlotFreed { worker, lease });
+                state.seen(&worker);
+                let _ = state.scheduler.cast(SchedulerMsg::SlotFreed { lease });
             }
             ToCoordinator::Goodbye { worker } => state.lose(&worker, "it left"),
             ToCoordinator::Request { reply_to, request } => {

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ractor::BytesConvertable;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tessera_core::trial::{MetricValues, StepReport, TrialAssignment, TrialId};
+use tessera_core::trial::{MetricValues, TrialAssignment, TrialId};
+
+use crate::actors::sweep::AttemptEnd;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -91,18 +93,8 @@ pub struct RunningLease {
 pub struct Ended {
     /// The sweep.
     pub sweep_id: String,
-    /// Trial.
-    pub trial_id: TrialId,
-    /// Attempt.
-    pub attempt: u32,
-    /// The dispatch.
-    pub lease: u64,
-    /// When it started.
-    pub started_at_ms: i64,
-    /// `Err` carries the error or panic message.
-    pub result: Result<(), String>,
-    /// Everything it reported.
-    pub history: Vec<StepReport>,
+    /// The outcome, as the sweep takes it.
+    pub end: AttemptEnd,
 }
 
 /// Messages to the coordinator.
