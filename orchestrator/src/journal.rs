@@ -88,6 +88,9 @@ pub enum Record {
         row: TrialRow,
         /// Its metric rows.
         metrics: Vec<MetricRow>,
+        /// Rows for results tables besides the metrics.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        artifacts: Vec<tessera_core::trial::Artifact>,
     },
     /// A Parquet part became visible, holding these trials.
     Flushed {
@@ -122,7 +125,7 @@ pub struct JournalState {
     /// Failed attempts per trial.
     pub retries: BTreeMap<TrialId, u32>,
     /// Finished trials.
-    pub finished: BTreeMap<TrialId, (TrialRow, Vec<MetricRow>)>,
+    pub finished: BTreeMap<TrialId, (TrialRow, Vec<MetricRow>, Vec<tessera_core::trial::Artifact>)>,
     /// Parts made visible.
     pub flushed_parts: BTreeSet<u64>,
     /// Trials whose rows are in a visible part.
@@ -154,9 +157,16 @@ impl JournalState {
                 let e = self.retries.entry(trial_id).or_default();
                 *e = (*e).max(attempt);
             }
-            Record::Finished { row, metrics } => {
-                self.replay.push(ReplayEvent::Told(row.outcome()));
-                self.finished.insert(row.trial_id, (row, metrics));
+            Record::Finished {
+                row,
+                metrics,
+                artifacts,
+            } => {
+                let mut outcome = row.outcome();
+                outcome.artifacts = artifacts.clone();
+                self.replay.push(ReplayEvent::Told(outcome));
+                self.finished
+                    .insert(row.trial_id, (row, metrics, artifacts));
             }
             Record::Flushed { part, trial_ids } => {
                 self.flushed_parts.insert(part);

@@ -10,6 +10,7 @@
 pub mod actors;
 pub mod cluster;
 pub mod fault;
+pub mod fractal;
 pub mod journal;
 pub mod lake;
 pub mod metrics;

@@ -180,6 +180,8 @@ pub struct Report {
     pub rows: usize,
     /// The objective by step of each leaderboard trial.
     pub curves: std::collections::BTreeMap<u64, Vec<(u64, f64)>>,
+    /// A fractal sweep's frames and dimension.
+    pub fractal: Option<tessera_core::fractal_sweep::FractalSummary>,
 }
 
 fn fmt_num(v: f64) -> String {
@@ -510,6 +512,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             effects: Vec::new(),
             rows,
             curves: Default::default(),
+            fractal: None,
         });
     }
     let ids = col_f64(&df, "trial_id")?;
@@ -673,6 +676,18 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             table,
         });
     }
+    let (effects, fractal) = if spec.kind == tessera_core::spec::SweepKind::Fractal {
+        // Tiles are not hyperparameter choices: show the raster's analysis instead.
+        let store = crate::lake::ObjectStore::open(&crate::store::results_of(dir)?)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        (
+            Vec::new(),
+            Some(crate::fractal::load_or_compute(&store).await?),
+        )
+    } else {
+        (effects, None)
+    };
     Ok(Report {
         spec,
         counts,
@@ -681,6 +696,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
         best,
         effects,
         rows,
+        fractal,
     })
 }
 
@@ -711,6 +727,7 @@ impl Report {
             "counts": self.counts.iter().map(|(k, n)| (k.clone(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
             "best": self.best.map(|(id, v)| serde_json::json!({"trial_id": id, "value": v})),
             "leaderboard": self.leaderboard.to_json_rows(),
+            "fractal": self.fractal,
             "curves": self.curves.iter().map(|(id, c)| (id.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>(),
             "effects": self.effects.iter().map(|e| serde_json::json!({
                 "hyperparameter": e.name,
@@ -758,6 +775,10 @@ impl Report {
             });
             let _ = writeln!(out, "\n{}{rho}", e.name);
             out.push_str(&e.table.render());
+        }
+        if let Some(f) = &self.fractal {
+            let _ = writeln!(out, "\nfractal boundary");
+            out.push_str(&crate::fractal::format_summary(f));
         }
         out
     }

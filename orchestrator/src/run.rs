@@ -212,8 +212,13 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     }
     let root = results_of(&out)?;
     let objects = ObjectStore::open(&root).await.map_err(StoreError::from)?;
-    let store = RunStore::new(objects, spec.space.clone(), &spec.objective.metric);
-    let meta = serde_json::json!({
+    let kind_tables: &[&str] = match spec.kind {
+        tessera_core::spec::SweepKind::Fractal => &[tessera_core::fractal_sweep::RASTER_TABLE],
+        _ => &[],
+    };
+    let store =
+        RunStore::new(objects, spec.space.clone(), &spec.objective.metric).with_tables(kind_tables);
+    let mut meta = serde_json::json!({
         "sweep": id,
         "name": spec.name,
         "kind": spec.kind.as_str(),
@@ -221,7 +226,14 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         "objective": { "metric": spec.objective.metric, "goal": spec.objective.goal.as_str() },
         "tables": { "trials": TRIALS, "metrics": METRICS },
     });
+    for t in kind_tables {
+        meta["tables"][*t] = (*t).into();
+    }
+    if let Some(f) = &spec.fractal {
+        meta["fractal"] = serde_json::to_value(f).unwrap_or_default();
+    }
     store.prepare(&state.flushed_parts, &meta).await?;
+    let analysis = store.objects().clone();
     let next_part = state.flushed_parts.iter().next_back().map_or(1, |p| p + 1);
     let fresh_seed = spec
         .seed
@@ -248,6 +260,24 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         .await
         .map_err(spawn_err)?;
     let (done_tx, done_rx) = oneshot::channel();
+    // A fractal sweep's analysis and images are written when it completes, before its
+    // end is announced.
+    let done_tx = match kind_tables.is_empty() {
+        true => done_tx,
+        false => {
+            let (inner_tx, inner_rx) = oneshot::channel::<Result<SweepResult, String>>();
+            tokio::spawn(async move {
+                let Ok(result) = inner_rx.await else { return };
+                if result.is_ok()
+                    && let Err(e) = crate::fractal::finish(&analysis).await
+                {
+                    tracing::warn!(error = %e, "writing the fractal analysis failed; `tessera report` computes it from the tables");
+                }
+                let _ = done_tx.send(result);
+            });
+            inner_tx
+        }
+    };
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
     let progress_rx = progress.subscribe();
     let (sweep, sweep_task) = Actor::spawn(

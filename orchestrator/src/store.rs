@@ -23,7 +23,7 @@ use crate::lake::{LakeError, Location, ObjectStore};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tessera_core::space::{ParamValue, ValueKind};
-use tessera_core::trial::{TrialId, TrialOutcome, TrialStatus};
+use tessera_core::trial::{Artifact, TrialId, TrialOutcome, TrialStatus};
 use tessera_core::{Params, SearchSpace};
 
 /// Errors writing or reading results.
@@ -109,6 +109,7 @@ impl TrialRow {
             },
             objective: self.objective,
             steps: self.steps,
+            artifacts: Vec::new(),
         }
     }
 }
@@ -172,6 +173,7 @@ pub struct RunStore {
     store: ObjectStore,
     space: SearchSpace,
     objective: String,
+    tables: Vec<String>,
 }
 
 impl RunStore {
@@ -182,7 +184,20 @@ impl RunStore {
             store,
             space,
             objective: objective.to_owned(),
+            tables: Vec::new(),
         }
+    }
+
+    /// The same store with the sweep kind's own tables (e.g. `raster`) besides trials
+    /// and metrics.
+    pub fn with_tables(mut self, tables: &[&str]) -> Self {
+        self.tables = tables.iter().map(|t| (*t).to_owned()).collect();
+        self
+    }
+
+    /// The object store underneath.
+    pub fn objects(&self) -> &ObjectStore {
+        &self.store
     }
 
     /// Where the tables are.
@@ -198,7 +213,10 @@ impl RunStore {
         acknowledged: &std::collections::BTreeSet<u64>,
         meta: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        for table in [TRIALS, METRICS] {
+        let tables = [TRIALS, METRICS]
+            .into_iter()
+            .chain(self.tables.iter().map(String::as_str));
+        for table in tables {
             if let ObjectStore::Local(root) = &self.store {
                 let folder = root.join(table);
                 fs::create_dir_all(&folder).map_err(io(&folder))?;
@@ -340,15 +358,87 @@ impl RunStore {
         )
     }
 
-    /// Writes part `part` of both tables, each atomically (trials last, so a visible
-    /// trials part implies its metrics part is visible too).
+    /// The rows of `artifacts` (all bound for one table) as a data frame, with a
+    /// `trial_id` column first. Every artifact must have the first one's columns.
+    pub fn artifact_frame(artifacts: &[(TrialId, &Artifact)]) -> PolarsResult<DataFrame> {
+        use tessera_core::trial::ArtifactColumn as A;
+        let Some((_, first)) = artifacts.first() else {
+            return Ok(DataFrame::empty());
+        };
+        let ids: Vec<u64> = artifacts
+            .iter()
+            .flat_map(|(id, a)| std::iter::repeat_n(*id, a.rows()))
+            .collect();
+        let mut cols = vec![Column::new("trial_id".into(), ids)];
+        for (name, kind) in &first.columns {
+            let missing = || {
+                PolarsError::ComputeError(
+                    format!("table `{}`: a trial lacks column `{name}`", first.table).into(),
+                )
+            };
+            let col = match kind {
+                A::F64(_) => {
+                    let mut v: Vec<f64> = Vec::new();
+                    for (_, a) in artifacts {
+                        match a.columns.get(name) {
+                            Some(A::F64(x)) => v.extend_from_slice(x),
+                            _ => return Err(missing()),
+                        }
+                    }
+                    Column::new(name.into(), v)
+                }
+                A::I64(_) => {
+                    let mut v: Vec<i64> = Vec::new();
+                    for (_, a) in artifacts {
+                        match a.columns.get(name) {
+                            Some(A::I64(x)) => v.extend_from_slice(x),
+                            _ => return Err(missing()),
+                        }
+                    }
+                    Column::new(name.into(), v)
+                }
+                A::Bool(_) => {
+                    let mut v: Vec<bool> = Vec::new();
+                    for (_, a) in artifacts {
+                        match a.columns.get(name) {
+                            Some(A::Bool(x)) => v.extend_from_slice(x),
+                            _ => return Err(missing()),
+                        }
+                    }
+                    Column::new(name.into(), v)
+                }
+            };
+            cols.push(col);
+        }
+        DataFrame::new(artifacts.iter().map(|(_, a)| a.rows()).sum(), cols)
+    }
+
+    /// Writes part `part` of every table, each atomically: the kind's own tables and
+    /// metrics first, trials last, so a visible trials part implies the rest of the part
+    /// is visible too.
     pub async fn write_part(
         &self,
         part: u64,
         trials: &[TrialRow],
         metrics: &[MetricRow],
+        tables: &[(TrialId, Artifact)],
     ) -> Result<(), StoreError> {
         let here = PathBuf::from(self.store.location().to_string());
+        let mut names: Vec<&str> = tables.iter().map(|(_, a)| a.table.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let rows: Vec<(TrialId, &Artifact)> = tables
+                .iter()
+                .filter(|(_, a)| a.table == name)
+                .map(|(id, a)| (*id, a))
+                .collect();
+            let mut df = Self::artifact_frame(&rows).map_err(pq(&here))?;
+            let bytes = parquet_bytes(&mut df).map_err(pq(&here))?;
+            self.store
+                .put(&format!("{name}/{}", part_name(part)), bytes)
+                .await?;
+        }
         let mut m = Self::metrics_frame(metrics).map_err(pq(&here))?;
         let m = parquet_bytes(&mut m).map_err(pq(&here))?;
         self.store

@@ -13,7 +13,7 @@ use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, Split, train_mlp};
 
 use crate::metrics::{SAMPLES_PER_SECOND, STEP_DURATION};
 use crate::params::ParamReader;
-use crate::programs::{MLP, SYNTHETIC, program_infos};
+use crate::programs::{FRACTAL_TILE, MLP, SYNTHETIC, program_infos};
 
 type SplitKey = (PathBuf, u64, u64);
 
@@ -152,6 +152,122 @@ impl BurnExecutor {
     }
 }
 
+impl BurnExecutor {
+    /// Trains one fractal tile: on a CPU Flex device with the fused kernel, on any other
+    /// device with the batched Burn program. Reports progress about ten times (a cancel
+    /// or time limit stops it there) and sends the per-point values as a `raster`
+    /// artifact.
+    fn run_fractal_tile(
+        &self,
+        a: &TrialAssignment,
+        reporter: &mut dyn TrialReporter,
+    ) -> Result<(), String> {
+        use tessera_core::fractal_sweep::{Activation, Tile, Variant};
+        use tessera_core::trial::{Artifact, ArtifactColumn};
+        use tessera_experiments::fractal::{
+            FractalProblem, Precision, TileValues, train_tile, train_tile_cpu,
+        };
+        let r = ParamReader {
+            params: &a.request.params,
+            info: self.info(FRACTAL_TILE)?,
+        };
+        let tile = Tile::from_params(&a.request.params)?;
+        let activation = Activation::parse(&r.str("activation")?)
+            .ok_or("unknown activation; use tanh, relu or identity")?;
+        let variant = Variant::parse(&r.str("variant")?).ok_or("unknown fractal variant")?;
+        let precision = match r.str("precision")?.as_str() {
+            "f32" => Precision::F32,
+            _ => Precision::F64,
+        };
+        let (steps, seed) = (r.usize("train_steps")?, r.usize("problem_seed")? as u64);
+        let mut problem = FractalProblem::new(
+            r.usize("n")?,
+            r.usize("width")?,
+            activation,
+            r.usize("dataset_size")?,
+            seed,
+        );
+        if variant == Variant::Minibatch {
+            problem = problem.with_minibatches(r.usize("batch_size")?, seed);
+        }
+        let lrs = tile.learning_rates();
+        let started = Instant::now();
+        let mut out = TileValues::default();
+        let progress = |done: usize, values: &TileValues| -> MetricValues {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let trainable = values.values.iter().filter(|v| **v < 0.0).count();
+            [
+                ("points_done".to_owned(), done as f64),
+                (
+                    "trainable_fraction".to_owned(),
+                    trainable as f64 / done.max(1) as f64,
+                ),
+                (
+                    "network_steps_per_s".to_owned(),
+                    (done * steps) as f64 / secs,
+                ),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let mut step = 0;
+        if self.device == Device::flex() {
+            // Report about ten times per tile.
+            let every = lrs.len().div_ceil(10).max(1);
+            let mut stopped = false;
+            // Train chunk by chunk so that a stop is honoured within a chunk.
+            for chunk in lrs.chunks(every) {
+                train_tile_cpu(&problem, chunk, steps, precision, &mut |_, l| out.push(l));
+                step += 1;
+                let m = progress(out.values.len(), &out);
+                STEP_DURATION
+                    .with_label_values(&[FRACTAL_TILE])
+                    .observe(started.elapsed().as_secs_f64() / step as f64);
+                SAMPLES_PER_SECOND
+                    .with_label_values(&[FRACTAL_TILE])
+                    .set(m["network_steps_per_s"]);
+                if out.values.len() < lrs.len() && reporter.report(step, &m) == Decision::Stop {
+                    stopped = true;
+                    break;
+                }
+            }
+            if stopped {
+                return Ok(());
+            }
+        } else {
+            let losses = train_tile(&problem, &lrs, steps, precision, &self.device);
+            for l in losses.chunks(steps.max(1)) {
+                out.push(l);
+            }
+        }
+        let mut m = progress(out.values.len(), &out);
+        let raster = tessera_core::fractal::Raster {
+            width: tile.cols as usize,
+            height: tile.rows as usize,
+            values: out.values.clone(),
+        };
+        let (w, h, edges) = tessera_core::fractal::boundary(&raster);
+        m.insert(
+            "boundary_fraction".to_owned(),
+            edges.iter().filter(|e| **e).count() as f64 / (w * h).max(1) as f64,
+        );
+        reporter.report(step + 1, &m);
+        reporter.artifact(Artifact {
+            table: tessera_core::fractal_sweep::RASTER_TABLE.to_owned(),
+            columns: [
+                ("value".to_owned(), ArtifactColumn::F64(out.values)),
+                (
+                    "diverged_at".to_owned(),
+                    ArtifactColumn::I64(out.diverged_at),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        });
+        Ok(())
+    }
+}
+
 impl TrialExecutor for BurnExecutor {
     fn programs(&self) -> Vec<ProgramInfo> {
         self.programs.clone()
@@ -161,6 +277,7 @@ impl TrialExecutor for BurnExecutor {
         match a.program.as_str() {
             MLP => self.run_mlp(a, reporter),
             SYNTHETIC => self.run_synthetic(a, reporter),
+            FRACTAL_TILE => self.run_fractal_tile(a, reporter),
             other => Err(format!("unknown program `{other}`")),
         }
     }

@@ -7,6 +7,55 @@ use tessera_core::space::{ParamValue, ValueKind};
 pub(crate) const MLP: &str = "mlp-classifier";
 /// A closed-form objective for tests and benchmarks (no Burn, no data).
 pub(crate) const SYNTHETIC: &str = "synthetic";
+/// One tile of a fractal trainability grid, trained as one batched program.
+pub(crate) const FRACTAL_TILE: &str = tessera_core::fractal_sweep::TILE_PROGRAM;
+
+/// What a fractal tile trial's hyperparameters are (set by the `fractal` sweep kind from
+/// its `fractal:` section; a user does not write them).
+fn fractal_tile_params() -> Vec<ParamInfo> {
+    use ValueKind as K;
+    let int = |name, help| p(name, K::Int, None, help);
+    let float = |name, help| p(name, K::Float, None, help);
+    vec![
+        int("frame", "zoom frame (0 for the first)"),
+        int("tile_col", "tile column in the frame"),
+        int("tile_row", "tile row in the frame"),
+        int("col0", "first grid column of the tile"),
+        int("row0", "first grid row of the tile"),
+        int("cols", "grid columns in the tile"),
+        int("rows", "grid rows in the tile"),
+        float(
+            "x_lo",
+            "log10 input-layer learning rate at the frame's first column",
+        ),
+        float("x_hi", "… at its last column"),
+        float(
+            "y_lo",
+            "log10 output-layer learning rate at the frame's first row",
+        ),
+        float("y_hi", "… at its last row"),
+        int("res_x", "grid columns of the frame"),
+        int("res_y", "grid rows of the frame"),
+        ParamInfo {
+            options: &["tanh", "relu", "identity"],
+            ..p("activation", K::Str, None, "hidden nonlinearity")
+        },
+        ParamInfo {
+            options: &["full_batch", "minibatch", "single_point"],
+            ..p("variant", K::Str, None, "how each step's gradient is taken")
+        },
+        int("n", "input width"),
+        int("width", "hidden width"),
+        int("dataset_size", "training examples"),
+        int("batch_size", "examples per minibatch step"),
+        int("train_steps", "gradient-descent steps per point"),
+        ParamInfo {
+            options: &["f64", "f32"],
+            ..p("precision", K::Str, None, "arithmetic precision")
+        },
+        int("problem_seed", "seed of the shared weights and data"),
+    ]
+}
 
 fn p(
     name: &'static str,
@@ -164,6 +213,18 @@ pub fn program_infos() -> Vec<ProgramInfo> {
                 ),
             ],
             metrics: &["loss", "score"],
+            needs_dataset: false,
+        },
+        ProgramInfo {
+            name: FRACTAL_TILE,
+            description: "one tile of a fractal trainability grid (kind: fractal): thousands of tiny networks trained at once",
+            params: fractal_tile_params(),
+            metrics: &[
+                "points_done",
+                "trainable_fraction",
+                "boundary_fraction",
+                "network_steps_per_s",
+            ],
             needs_dataset: false,
         },
     ]

@@ -10,6 +10,7 @@
 //! tessera-core` shows it.
 
 pub mod fractal;
+pub mod fractal_sweep;
 pub mod locate;
 pub mod program;
 pub mod rng;

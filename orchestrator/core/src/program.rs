@@ -5,13 +5,17 @@
 
 use crate::space::{Domain, ParamValue, ValueKind};
 use crate::spec::{Problem, SweepSpec};
-use crate::trial::{Decision, MetricValues, TrialAssignment};
+use crate::trial::{Artifact, Decision, MetricValues, TrialAssignment};
 
 /// Where a running trial sends its metrics.
 pub trait TrialReporter {
     /// Metrics at `step` (1, 2, … epochs, usually). The answer is the early-stopping
     /// decision: on [`Decision::Stop`] the program returns at once.
     fn report(&mut self, step: u64, metrics: &MetricValues) -> Decision;
+
+    /// Rows for a results table besides the metrics (see [`Artifact`]); kept and sent
+    /// with the attempt's end.
+    fn artifact(&mut self, artifact: Artifact);
 }
 
 /// One hyperparameter a program understands.

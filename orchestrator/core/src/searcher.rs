@@ -83,6 +83,12 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
     let seed = spec.seed.unwrap_or(0);
     match spec.kind {
         SweepKind::Grid => Box::new(GridSearcher::new(spec.space.clone(), spec.trials, seed)),
+        SweepKind::Fractal if spec.fractal.is_some() => {
+            Box::new(crate::fractal_sweep::FractalSearcher::new(
+                spec.fractal.clone().unwrap_or_else(|| unreachable!()),
+                seed,
+            ))
+        }
         _ => Box::new(RandomSearcher::new(spec.space.clone(), spec.trials, seed)),
     }
 }

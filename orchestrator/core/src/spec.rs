@@ -194,8 +194,10 @@ pub struct RawSweep {
     /// Seed for the searcher and every trial (a fresh one is drawn and recorded if absent).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// The training program workers run (`tessera programs` lists them).
-    pub program: String,
+    /// The training program workers run (`tessera programs` lists them; `fractal`
+    /// sweeps run `fractal-tile` and may leave it out).
+    #[serde(default)]
+    pub program: Option<String>,
     /// The dataset the program trains on.
     #[serde(default)]
     pub dataset: Option<RawDataset>,
@@ -203,8 +205,9 @@ pub struct RawSweep {
     #[serde(default)]
     #[schemars(schema_with = "space_schema")]
     pub space: BTreeMap<String, serde_yaml::Value>,
-    /// The metric to optimise.
-    pub objective: RawObjective,
+    /// The metric to optimise (`fractal` sweeps: default `boundary_fraction`, maximize).
+    #[serde(default)]
+    pub objective: Option<RawObjective>,
     /// How many trials, how many at once, how many attempts each.
     #[serde(default)]
     pub budget: RawBudget,
@@ -217,6 +220,9 @@ pub struct RawSweep {
     /// Where results go: a directory (`runs/`) or `s3://bucket/prefix`.
     #[serde(default)]
     pub results: Option<String>,
+    /// The `fractal` kind's grid, training settings and zoom.
+    #[serde(default)]
+    pub fractal: Option<crate::fractal_sweep::RawFractal>,
 }
 
 /// The dataset section.
@@ -378,6 +384,8 @@ pub struct SweepSpec {
     pub gpus: u32,
     /// Results location as written.
     pub results: Option<String>,
+    /// The `fractal` kind's settings.
+    pub fractal: Option<crate::fractal_sweep::FractalSpec>,
 }
 
 /// A problem found while validating, located by path in the document.
@@ -500,26 +508,62 @@ impl RawSweep {
                 "use 1–64 letters, digits, `-`, `_` or `.`, not starting with `.`",
             ));
         }
-        if !matches!(self.kind, SweepKind::Grid | SweepKind::Random) {
+        if !matches!(
+            self.kind,
+            SweepKind::Grid | SweepKind::Random | SweepKind::Fractal
+        ) {
             return Err(Problem::new(
                 &["kind"],
                 format!(
                     "sweep kind `{}` is not available in this build",
                     self.kind.as_str()
                 ),
-                "use `grid` or `random`",
+                "use `grid`, `random` or `fractal`",
             ));
         }
-        if self.program.trim().is_empty() {
-            return Err(Problem::new(
-                &["program"],
-                "empty program name",
-                "`tessera programs` lists them",
-            ));
-        }
+        let fractal = self.fractal_section()?;
+        let program = match (&self.program, &fractal) {
+            (Some(p), _) if p.trim().is_empty() => {
+                return Err(Problem::new(
+                    &["program"],
+                    "empty program name",
+                    "`tessera programs` lists them",
+                ));
+            }
+            (Some(p), Some(_)) if p != crate::fractal_sweep::TILE_PROGRAM => {
+                return Err(Problem::new(
+                    &["program"],
+                    format!("fractal sweeps run `fractal-tile`, not `{p}`"),
+                    "remove `program`; the `fractal` section says what each tile trains",
+                ));
+            }
+            (Some(p), _) => p.clone(),
+            (None, Some(_)) => crate::fractal_sweep::TILE_PROGRAM.to_owned(),
+            (None, None) => {
+                return Err(Problem::new(
+                    &[],
+                    "missing field `program`",
+                    "add `program: NAME`; `tessera programs` lists them",
+                ));
+            }
+        };
+        let raw_objective = match (&self.objective, &fractal) {
+            (Some(o), _) => o.clone(),
+            (None, Some(_)) => RawObjective {
+                metric: "boundary_fraction".into(),
+                goal: Goal::Maximize,
+            },
+            (None, None) => {
+                return Err(Problem::new(
+                    &[],
+                    "missing field `objective`",
+                    "add e.g. `objective: { metric: val_accuracy, goal: maximize }`",
+                ));
+            }
+        };
         let objective = Objective {
-            metric: self.objective.metric.clone(),
-            goal: self.objective.goal,
+            metric: raw_objective.metric.clone(),
+            goal: raw_objective.goal,
         };
         if objective.metric.trim().is_empty() {
             return Err(Problem::new(
@@ -589,7 +633,11 @@ impl RawSweep {
             }
         };
 
+        if let Some(f) = &fractal {
+            space = f.space();
+        }
         let trials = match self.kind {
+            SweepKind::Fractal => fractal.as_ref().map_or(0, |f| f.trials()),
             SweepKind::Grid => {
                 for (name, d) in &space.params {
                     if let Domain::Float { grid: None, .. } = d {
@@ -761,7 +809,7 @@ impl RawSweep {
             name: self.name,
             kind: self.kind,
             seed: self.seed,
-            program: self.program,
+            program,
             dataset,
             space,
             objective,
@@ -773,7 +821,45 @@ impl RawSweep {
             slots,
             gpus,
             results: self.results,
+            fractal,
         })
+    }
+
+    /// The `fractal` section, checked against the kind and the sections it replaces.
+    fn fractal_section(&self) -> Result<Option<crate::fractal_sweep::FractalSpec>, Problem> {
+        if self.kind != SweepKind::Fractal {
+            if self.fractal.is_some() {
+                return Err(Problem::new(
+                    &["fractal"],
+                    format!("a `fractal` section in a `{}` sweep", self.kind.as_str()),
+                    "remove it, or set `kind: fractal`",
+                ));
+            }
+            return Ok(None);
+        }
+        let replaced = [
+            ("space", !self.space.is_empty()),
+            ("dataset", self.dataset.is_some()),
+            ("early_stopping", self.early_stopping.is_some()),
+        ];
+        for (key, present) in replaced {
+            if present {
+                return Err(Problem::new(
+                    &[key],
+                    format!("fractal sweeps take no `{key}`"),
+                    "remove it: the `fractal` section defines the grid and what each point trains",
+                ));
+            }
+        }
+        if self.budget.trials.is_some() {
+            return Err(Problem::new(
+                &["budget", "trials"],
+                "fractal sweeps take no budget.trials",
+                "remove it: the trials are the tiles of `fractal.resolution` (times zoom frames)",
+            ));
+        }
+        let raw = self.fractal.clone().unwrap_or_default();
+        raw.validate().map(Some)
     }
 }
 

@@ -111,4 +111,69 @@ pub struct TrialOutcome {
     pub objective: Option<f64>,
     /// Steps reported.
     pub steps: u64,
+    /// Rows the trial produced besides its metrics (see [`Artifact`]).
+    pub artifacts: Vec<Artifact>,
+}
+
+/// One column of an [`Artifact`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactColumn {
+    /// Floats (finite: JSON has no NaN).
+    F64(Vec<f64>),
+    /// Integers.
+    I64(Vec<i64>),
+    /// Booleans.
+    Bool(Vec<bool>),
+}
+
+impl ArtifactColumn {
+    /// Rows in the column.
+    pub fn len(&self) -> usize {
+        match self {
+            ArtifactColumn::F64(v) => v.len(),
+            ArtifactColumn::I64(v) => v.len(),
+            ArtifactColumn::Bool(v) => v.len(),
+        }
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rows a trial produces besides its metrics (a fractal tile's raster, for one): named
+/// columns of equal length, bound for the results table `table`. Workers send them with
+/// the attempt's end; the sweep journals them, tells them to the searcher and writes
+/// them as their own Parquet dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The results table the rows belong to.
+    pub table: String,
+    /// Columns by name, all of the same length.
+    pub columns: BTreeMap<String, ArtifactColumn>,
+}
+
+impl Artifact {
+    /// Rows (the length of the first column).
+    pub fn rows(&self) -> usize {
+        self.columns.values().next().map_or(0, ArtifactColumn::len)
+    }
+
+    /// The float column `name`, if there is one.
+    pub fn f64s(&self, name: &str) -> Option<&[f64]> {
+        match self.columns.get(name) {
+            Some(ArtifactColumn::F64(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The integer column `name`, if there is one.
+    pub fn i64s(&self, name: &str) -> Option<&[i64]> {
+        match self.columns.get(name) {
+            Some(ArtifactColumn::I64(v)) => Some(v),
+            _ => None,
+        }
+    }
 }

@@ -71,6 +71,7 @@ fn drain(s: &mut dyn Searcher, limit: usize) -> Vec<TrialRequest> {
                     status: TrialStatus::Finished,
                     objective: Some(t.trial_id as f64),
                     steps: 1,
+                    artifacts: Vec::new(),
                 });
                 out.push(t);
             }
@@ -114,7 +115,7 @@ proptest! {
             let cut = cut.min(full.len());
             let outcomes: Vec<TrialOutcome> = full[..cut]
                 .iter()
-                .map(|t| TrialOutcome { trial_id: t.trial_id, status: TrialStatus::Finished, objective: Some(1.0), steps: 1 })
+                .map(|t| TrialOutcome { trial_id: t.trial_id, status: TrialStatus::Finished, objective: Some(1.0), steps: 1, artifacts: Vec::new() })
                 .collect();
             let mut rebuilt = make(40, seed);
             let events: Vec<ReplayEvent> = full[..cut]

@@ -12,8 +12,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tessera_core::searcher::{Ask, Searcher};
 use tessera_core::stopping::EarlyStopper;
 use tessera_core::trial::{
-    DatasetRef, MetricValues, StepReport, TrialAssignment, TrialId, TrialOutcome, TrialRequest,
-    TrialStatus,
+    Artifact, DatasetRef, MetricValues, StepReport, TrialAssignment, TrialId, TrialOutcome,
+    TrialRequest, TrialStatus,
 };
 use tessera_core::{Decision, SweepSpec};
 use tokio::sync::{oneshot, watch};
@@ -133,6 +133,9 @@ pub struct AttemptEnd {
     pub result: Result<(), String>,
     /// Everything it reported, in order.
     pub history: Vec<StepReport>,
+    /// Rows for results tables besides the metrics (a fractal tile's raster).
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
 }
 
 struct Running {
@@ -170,13 +173,51 @@ pub struct Effects {
     /// Attempts to queue.
     pub submit: Vec<TrialAssignment>,
     /// Finished trials for the writer.
-    pub record: Vec<(TrialRow, Vec<MetricRow>)>,
+    pub record: Vec<Recorded>,
     /// Ask the writer to flush now.
     pub flush: bool,
     /// Dispatches to stop (the sweep was cancelled).
     pub cancel: Vec<u64>,
     /// The sweep is complete.
     pub complete: bool,
+}
+
+/// A finished trial, as the writer gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Its trials-table row.
+    pub row: TrialRow,
+    /// Its metric rows.
+    pub metrics: Vec<MetricRow>,
+    /// Rows for the sweep kind's own tables (the fractal raster).
+    pub tables: Vec<Artifact>,
+}
+
+impl Recorded {
+    /// What `spec`'s writer records for a trial: kind-specific artifacts become the rows
+    /// of their tables (a fractal tile's values become raster rows with their place and
+    /// learning rates); others pass as they are.
+    pub fn new(
+        spec: &SweepSpec,
+        row: TrialRow,
+        metrics: Vec<MetricRow>,
+        artifacts: &[Artifact],
+    ) -> Self {
+        let tables = artifacts
+            .iter()
+            .filter_map(|a| match spec.kind {
+                tessera_core::spec::SweepKind::Fractal => {
+                    tessera_core::fractal_sweep::raster_rows(&row.params, a)
+                }
+                _ => Some(a.clone()),
+            })
+            .collect();
+        Self {
+            row,
+            metrics,
+            tables,
+        }
+    }
 }
 
 /// Errors of the sweep logic.
@@ -262,7 +303,7 @@ impl SweepCore {
             ..Progress::default()
         };
         let mut total_steps = 0;
-        for (row, _) in state.finished.values() {
+        for (row, _, _) in state.finished.values() {
             count(&mut progress, row, spec.objective.goal);
             total_steps += row.steps;
         }
@@ -288,10 +329,15 @@ impl SweepCore {
         };
         let mut fx = Effects::default();
         // Finished but not yet in a visible part: write them again.
-        for (id, (row, metrics)) in &state.finished {
+        for (id, (row, metrics, artifacts)) in &state.finished {
             if !state.flushed_trials.contains(id) {
                 core.unflushed.insert(*id);
-                fx.record.push((row.clone(), metrics.clone()));
+                fx.record.push(Recorded::new(
+                    &core.spec,
+                    row.clone(),
+                    metrics.clone(),
+                    artifacts,
+                ));
             }
         }
         // Issued but never finished: run again (a crash is not a failed attempt).
@@ -539,6 +585,7 @@ impl SweepCore {
             started_at_ms,
             result,
             history,
+            artifacts,
         } = end;
         let mut fx = Effects::default();
         match self.running.get(&trial_id) {
@@ -615,6 +662,7 @@ impl SweepCore {
         self.journal.append(&Record::Finished {
             row: row.clone(),
             metrics: rows.clone(),
+            artifacts: artifacts.clone(),
         })?;
         crate::fault::point("after_finished");
         count(&mut self.progress, &row, self.spec.objective.goal);
@@ -636,9 +684,11 @@ impl SweepCore {
             status,
             objective: row.objective,
             steps: row.steps,
+            artifacts: artifacts.clone(),
         });
         self.unflushed.insert(trial_id);
-        fx.record.push((row, rows));
+        fx.record
+            .push(Recorded::new(&self.spec, row, rows, &artifacts));
         self.fill(&mut fx)?;
         self.progress.running = self.running.len() as u64;
         self.check_done(&mut fx)?;
@@ -712,8 +762,8 @@ pub struct SweepState {
 
 impl SweepState {
     fn apply(&mut self, myself: &ActorRef<SweepMsg>, fx: Effects) {
-        for (row, metrics) in fx.record {
-            let _ = self.writer.cast(WriterMsg::Record { row, metrics });
+        for recorded in fx.record {
+            let _ = self.writer.cast(WriterMsg::Record(recorded));
         }
         for assignment in fx.submit {
             let _ = self.scheduler.cast(SchedulerMsg::Submit {
@@ -864,6 +914,7 @@ mod tests {
                 at_ms: 0,
                 metrics: [("loss".to_owned(), loss)].into_iter().collect(),
             }],
+            artifacts: Vec::new(),
         }
     }
 
@@ -912,8 +963,8 @@ mod tests {
         // The current lease finishes; trial 2 is issued in its place.
         let fx = core.attempt_ended(end(&again, Ok(()), 0.5)).unwrap();
         assert_eq!(fx.record.len(), 1);
-        assert_eq!(fx.record[0].0.objective, Some(0.5));
-        assert_eq!(fx.record[0].1.len(), 1, "its metric rows");
+        assert_eq!(fx.record[0].row.objective, Some(0.5));
+        assert_eq!(fx.record[0].metrics.len(), 1, "its metric rows");
         assert_eq!(fx.submit[0].request.trial_id, 2);
         let t2 = fx.submit[0].clone();
         // The same end again records nothing twice.
@@ -928,10 +979,10 @@ mod tests {
         // Restart (cluster mode): trial 0 is finished but never flushed; 1 and 2 were
         // running and wait to be claimed.
         let (mut core, fx) = open(&path, true);
-        let rerecorded: Vec<u64> = fx.record.iter().map(|(r, _)| r.trial_id).collect();
+        let rerecorded: Vec<u64> = fx.record.iter().map(|r| r.row.trial_id).collect();
         assert_eq!(rerecorded, vec![0]);
         assert_eq!(
-            fx.record[0].1.len(),
+            fx.record[0].metrics.len(),
             1,
             "its metrics come back from the journal"
         );
@@ -979,7 +1030,7 @@ mod tests {
         let fx = core.cancel().unwrap();
         assert_eq!(fx.cancel.len(), 2);
         let fx = core.attempt_ended(end(&released[0], Ok(()), 0.1)).unwrap();
-        assert_eq!(fx.record[0].0.status, "stopped");
+        assert_eq!(fx.record[0].row.status, "stopped");
         assert!(fx.submit.is_empty());
         // The other one's queue entry is dropped: lost, and not run again.
         let fx = core

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tessera_core::Decision;
 use tessera_core::program::{TrialExecutor, TrialReporter};
-use tessera_core::trial::{MetricValues, StepReport, TrialAssignment};
+use tessera_core::trial::{Artifact, MetricValues, StepReport, TrialAssignment};
 
 use super::now_ms;
 use super::scheduler::SchedulerMsg;
@@ -49,6 +49,7 @@ pub type OnFreed = Box<dyn FnOnce() + Send>;
 
 struct Reporter {
     history: Arc<Mutex<Vec<StepReport>>>,
+    artifacts: Arc<Mutex<Vec<Artifact>>>,
     stop: Arc<AtomicBool>,
     wants_decisions: bool,
     decide: Decide,
@@ -75,6 +76,12 @@ impl TrialReporter for Reporter {
         }
         d
     }
+
+    fn artifact(&mut self, artifact: Artifact) {
+        if let Ok(mut a) = self.artifacts.lock() {
+            a.push(artifact);
+        }
+    }
 }
 
 /// Starts one attempt on a blocking thread; returns its stop flag (set it to cancel:
@@ -91,16 +98,26 @@ pub fn spawn_attempt(
 ) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let history = Arc::new(Mutex::new(Vec::new()));
+    let artifacts = Arc::new(Mutex::new(Vec::new()));
     let on_end = Arc::new(Mutex::new(Some(on_end)));
     let started_at_ms = now_ms();
     let end_with = {
         let history = history.clone();
+        let artifacts = artifacts.clone();
         let on_end = on_end.clone();
         let assignment = assignment.clone();
         move |result: Result<(), String>| {
             let f = on_end.lock().ok().and_then(|mut f| f.take());
             if let Some(f) = f {
                 let history = history.lock().map(|h| h.clone()).unwrap_or_default();
+                // A failed attempt's partial rows are not results.
+                let artifacts = match &result {
+                    Ok(()) => artifacts
+                        .lock()
+                        .map(|mut a| std::mem::take(&mut *a))
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
                 f(AttemptEnd {
                     trial_id: assignment.request.trial_id,
                     lease: assignment.lease,
@@ -109,6 +126,7 @@ pub fn spawn_attempt(
                     started_at_ms,
                     result,
                     history,
+                    artifacts,
                 });
             }
         }
@@ -126,6 +144,7 @@ pub fn spawn_attempt(
     }
     let mut reporter = Reporter {
         history,
+        artifacts,
         stop: stop.clone(),
         wants_decisions: assignment.wants_decisions,
         decide,

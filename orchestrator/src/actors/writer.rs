@@ -4,20 +4,15 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tessera_core::trial::TrialId;
+use tessera_core::trial::{Artifact, TrialId};
 
-use super::sweep::SweepMsg;
+use super::sweep::{Recorded, SweepMsg};
 use crate::store::{MetricRow, RunStore, TrialRow};
 
 /// Messages the writer handles.
 pub enum WriterMsg {
-    /// A finished trial.
-    Record {
-        /// Its row.
-        row: TrialRow,
-        /// Its metrics.
-        metrics: Vec<MetricRow>,
-    },
+    /// A finished trial, its metrics and its kind's table rows.
+    Record(Recorded),
     /// Write what is buffered now.
     Flush,
     /// Timer tick: write if anything waited long enough.
@@ -34,7 +29,8 @@ impl ractor::Message for WriterMsg {}
 pub struct FlushPolicy {
     /// Trials buffered before a part is written.
     pub max_trials: usize,
-    /// Metric rows buffered before a part is written.
+    /// Metric rows (and rows of the kind's own tables) buffered before a part is
+    /// written.
     pub max_metric_rows: usize,
     /// Longest a finished trial waits before it is written.
     pub interval: Duration,
@@ -60,6 +56,8 @@ pub struct WriterState {
     next_part: u64,
     trials: Vec<TrialRow>,
     metrics: Vec<MetricRow>,
+    tables: Vec<(TrialId, Artifact)>,
+    table_rows: usize,
     sweep: Option<ActorRef<SweepMsg>>,
     failed: bool,
 }
@@ -76,7 +74,7 @@ impl WriterState {
         let t = std::time::Instant::now();
         match self
             .store
-            .write_part(part, &self.trials, &self.metrics)
+            .write_part(part, &self.trials, &self.metrics, &self.tables)
             .await
         {
             Ok(()) => {
@@ -101,6 +99,8 @@ impl WriterState {
                 );
                 self.trials.clear();
                 self.metrics.clear();
+                self.tables.clear();
+                self.table_rows = 0;
                 if let Some(s) = &self.sweep {
                     let _ = s.cast(SweepMsg::Flushed {
                         part,
@@ -136,6 +136,8 @@ impl Actor for WriterActor {
             next_part,
             trials: Vec::new(),
             metrics: Vec::new(),
+            tables: Vec::new(),
+            table_rows: 0,
             sweep: None,
             failed: false,
         })
@@ -148,11 +150,19 @@ impl Actor for WriterActor {
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WriterMsg::Record { row, mut metrics } => {
+            WriterMsg::Record(Recorded {
+                row,
+                mut metrics,
+                tables,
+            }) => {
+                for t in tables {
+                    state.table_rows += t.rows();
+                    state.tables.push((row.trial_id, t));
+                }
                 state.trials.push(row);
                 state.metrics.append(&mut metrics);
                 if state.trials.len() >= state.policy.max_trials
-                    || state.metrics.len() >= state.policy.max_metric_rows
+                    || state.metrics.len() + state.table_rows >= state.policy.max_metric_rows
                 {
                     state.flush().await;
                 }
