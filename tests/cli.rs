@@ -352,3 +352,83 @@ fn plot_draws_png_and_svg_figures_of_a_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
 }
+
+fn fractal_yaml(tile: u32) -> String {
+    format!(
+        "version: 1\nname: fractal-test\nkind: fractal\nseed: 5\nfractal:\n  n: 8\n  width: 8\n  steps: 40\n  window: {{ x: [-1, 3], y: [-1, 3] }}\n  resolution: 16\n  tile: {tile}\n  zoom: {{ frames: 2 }}\n"
+    )
+}
+
+/// `(frame, x, y) → value` of a fractal run's raster table.
+fn raster_values(run: &std::path::Path) -> std::collections::BTreeMap<(i64, i64, i64), f64> {
+    use polars::prelude::*;
+    let df = tessera_orchestrator::store::read_table(run, "raster").unwrap();
+    let col = |n: &str| df.column(n).unwrap().cast(&DataType::Float64).unwrap();
+    let (f, x, y, v) = (col("frame"), col("x"), col("y"), col("value"));
+    let (f, x, y, v) = (
+        f.f64().unwrap(),
+        x.f64().unwrap(),
+        y.f64().unwrap(),
+        v.f64().unwrap(),
+    );
+    (0..df.height())
+        .map(|i| {
+            let k = |c: &ChunkedArray<Float64Type>| c.get(i).unwrap() as i64;
+            ((k(f), k(x), k(y)), v.get(i).unwrap())
+        })
+        .collect()
+}
+
+/// A fractal sweep end to end through the binary: every grid point of both frames is in
+/// the raster table once, the summary and images are written, `tessera report` prints
+/// the dimension, and cutting the grid into 4 tiles gives the raster of 1 tile.
+#[test]
+fn a_fractal_sweep_writes_its_raster_images_and_dimension_and_tiles_do_not_show() {
+    let (_d1, one, o) = run_sweep(&fractal_yaml(16), &[], &["--workers", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_d4, four, o) = run_sweep(&fractal_yaml(8), &[], &["--workers", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (raster_values(&one), raster_values(&four));
+    assert_eq!(a.len(), 2 * 16 * 16, "both frames, every point once");
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, v) in &a {
+        assert_eq!(
+            v.to_bits(),
+            b[k].to_bits(),
+            "point {k:?}: tiles changed the value"
+        );
+    }
+    let trainable = a.values().filter(|v| **v < 0.0).count();
+    assert!(trainable > 0 && trainable < a.len(), "a boundary exists");
+    for f in [
+        "fractal/summary.json",
+        "fractal/frame-0.png",
+        "fractal/frame-1.png",
+        "fractal/frame-0-boundary.png",
+    ] {
+        assert!(four.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(four.join("fractal/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["frames"].as_array().unwrap().len(), 2);
+    let (w0, w1) = (
+        &summary["frames"][0]["window"],
+        &summary["frames"][1]["window"],
+    );
+    let width = |w: &serde_json::Value| w["x_hi"].as_f64().unwrap() - w["x_lo"].as_f64().unwrap();
+    assert!(
+        (width(w0) - 2.0 * width(w1)).abs() < 1e-9,
+        "the zoom halves the window"
+    );
+    let o = tessera()
+        .args(["report", four.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("fractal boundary"),
+        "{text}"
+    );
+    assert!(text.contains("frame 1: log10 lr input"), "{text}");
+}

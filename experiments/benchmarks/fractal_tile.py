@@ -110,9 +110,9 @@ def run_torch(side, steps, dtype_name):
     return secs, 0.0, values(np, losses.detach().double().numpy())
 
 
-def run_tessera(side, steps, binary):
-    out = subprocess.run([binary, "--side", str(side), "--steps", str(steps), "--json"],
-                         check=True, capture_output=True, text=True).stdout
+def run_tessera(side, steps, binary, pin, env):
+    out = subprocess.run(pin + [binary, "--side", str(side), "--steps", str(steps), "--json"],
+                         check=True, capture_output=True, text=True, env=env).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -152,9 +152,7 @@ def main():
     pin = ["taskset", "-c", "0"]
     env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false "
                "intra_op_parallelism_threads=1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    rows = []
-    for r in run_tessera(args.side, args.steps, binary):
-        rows.append(r)
+    rows = list(run_tessera(args.side, args.steps, binary, pin, env))
     for name in ["jax", "torch"]:
         for precision in ["f64", "f32"]:
             out = subprocess.run(
