@@ -824,3 +824,46 @@ fn nodes_talk_over_mutual_tls_and_a_plain_node_is_refused() {
     let (code, _, err) = c.client(&["status"]);
     assert_eq!(code, Some(1), "{err}");
 }
+
+/// A fractal sweep on worker nodes: each tile's 4,096 values cross the network with the
+/// attempt's end, and the coordinator writes the raster, the images and the dimension.
+#[test]
+fn a_fractal_sweep_runs_on_worker_nodes_and_the_coordinator_writes_its_raster() {
+    let mut c = Cluster::new();
+    c.add_worker("w1", 1);
+    c.add_worker("w2", 1);
+    let yaml = "version: 1\nname: fractal-cluster\nkind: fractal\nseed: 1\nfractal:\n  n: 8\n  width: 8\n  steps: 30\n  window: { x: [-1, 3], y: [-1, 3] }\n  resolution: 128\n  tile: 64\n  zoom: { frames: 2 }\n";
+    let id = c.submit("fractal-cluster", yaml);
+    let s = c.wait_done(&id, Duration::from_secs(180));
+    assert_eq!(s["sweeps"][0]["finished"], 8, "{s}");
+    let dir = c.run_dir(&id);
+    let raster = read_table(&dir, "raster").unwrap();
+    assert_eq!(
+        raster.height(),
+        2 * 128 * 128,
+        "both frames, every point once"
+    );
+    let t = read_table(&dir, "trials").unwrap();
+    let ids: BTreeSet<u64> = t
+        .column("trial_id")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(ids, (0..8).collect(), "every tile once");
+    let w = t.column("worker").unwrap().str().unwrap().clone();
+    let workers: BTreeSet<String> = (0..t.height())
+        .filter_map(|i| w.get(i).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "tiles spread over both workers: {workers:?}"
+    );
+    assert!(dir.join("fractal/summary.json").is_file());
+    assert!(dir.join("fractal/frame-1.png").is_file());
+    let (code, out, err) = c.client(&["report", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("fractal boundary"), "{out}");
+}

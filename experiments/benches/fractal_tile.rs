@@ -47,6 +47,22 @@ fn main() {
             (at(i % side), at(i / side))
         })
         .collect();
+    // `--problem-out FILE`: write the shared weights and data (JSON) so that the Python
+    // contenders train exactly the same networks.
+    if let Some(path) = std::env::args().skip_while(|a| a != "--problem-out").nth(1) {
+        let list = |v: &[f64]| {
+            let items: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+            format!("[{}]", items.join(","))
+        };
+        let json = format!(
+            "{{\"n\":{n},\"width\":{width},\"w0\":{},\"w1\":{},\"x\":{},\"t\":{}}}",
+            list(&problem.w0),
+            list(&problem.w1),
+            list(&problem.x),
+            list(&problem.t)
+        );
+        std::fs::write(&path, json).expect("writing --problem-out");
+    }
     let net_steps = (lrs.len() * steps) as f64;
     let device = burn::tensor::Device::flex();
     if !json {

@@ -12,7 +12,9 @@ thread pools; compile/warm-up time is excluded and reported separately. The sign
 every point's value (trainable or not) is compared between contenders.
 
 Tessera: the `fractal_tile` bench binary (`--json`), i.e. the fused CPU kernel the
-`fractal-tile` program runs, and the generic Burn tensor program on the Flex backend.
+`fractal-tile` program runs, and the generic Burn tensor program on the Flex backend. It
+runs first and writes the weights and data it drew; JAX and PyTorch train exactly those,
+so the sign agreement compares the same networks.
 
 Usage (from the repository root):
   python3 -m venv .venv-bench && .venv-bench/bin/pip install "jax[cpu]" torch==2.9.0
@@ -24,16 +26,19 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 N, WIDTH, ROWS = 16, 16, 272
 LO, HI = -1.0, 3.0
 
 
-def problem(np, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((WIDTH, N)), rng.standard_normal(WIDTH),
-            rng.standard_normal((ROWS, N)), rng.standard_normal(ROWS))
+def problem(np):
+    """The weights and data Tessera's bench drew (W0 is width x n, X is rows x n), so that
+    every contender trains exactly the same networks."""
+    p = json.load(open(os.environ["FRACTAL_PROBLEM"]))
+    return (np.array(p["w0"]).reshape(WIDTH, N), np.array(p["w1"]),
+            np.array(p["x"]).reshape(ROWS, N), np.array(p["t"]))
 
 
 def grid(np, side):
@@ -72,10 +77,8 @@ def run_jax(side, steps, dtype_name):
         _, losses = jax.lax.scan(step, (w0, w1), None, length=steps)
         return losses
 
-    f = jax.jit(jax.vmap(train))
     t0 = time.perf_counter()
-    f(lr0[:1], lr1[:1]).block_until_ready()
-    f(lr0, lr1).block_until_ready()  # compile for the full shape
+    f = jax.jit(jax.vmap(train)).lower(lr0, lr1).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = f(lr0, lr1).block_until_ready()
@@ -111,7 +114,8 @@ def run_torch(side, steps, dtype_name):
 
 
 def run_tessera(side, steps, binary, pin, env):
-    out = subprocess.run(pin + [binary, "--side", str(side), "--steps", str(steps), "--json"],
+    out = subprocess.run(pin + [binary, "--side", str(side), "--steps", str(steps), "--json",
+                                "--problem-out", env["FRACTAL_PROBLEM"]],
                          check=True, capture_output=True, text=True, env=env).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -151,7 +155,8 @@ def main():
                 binary = m["executable"]
     pin = ["taskset", "-c", "0"]
     env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false "
-               "intra_op_parallelism_threads=1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+               "intra_op_parallelism_threads=1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               FRACTAL_PROBLEM=os.path.join(tempfile.mkdtemp(), "problem.json"))
     rows = list(run_tessera(args.side, args.steps, binary, pin, env))
     for name in ["jax", "torch"]:
         for precision in ["f64", "f32"]:
