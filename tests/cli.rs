@@ -431,4 +431,11 @@ fn a_fractal_sweep_writes_its_raster_images_and_dimension_and_tiles_do_not_show(
         "{text}"
     );
     assert!(text.contains("frame 1: log10 lr input"), "{text}");
+    // `tessera plot` draws the frames.
+    let o = tessera()
+        .args(["plot", four.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(four.join("plots/frame-1-boundary.png").is_file());
 }

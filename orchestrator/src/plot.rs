@@ -95,7 +95,35 @@ fn palette(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-/// Draws every figure of the run in `dir` into `out`; returns the files written.
+/// A fractal run's frames: each raster coloured like the paper and its boundary, as PNG
+/// (one pixel per grid point; a raster has no use for SVG).
+async fn plot_fractal(dir: &Path, out: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    let store =
+        crate::lake::ObjectStore::open(&crate::store::results_of(dir).map_err(ReportError::from)?)
+            .await
+            .map_err(|e| ReportError::from(crate::store::StoreError::from(e)))?;
+    let frames = crate::fractal::frames(&store).await?;
+    if frames.is_empty() {
+        return Err(ReportError::NotARun(format!("{} has no tiles yet", dir.display())).into());
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| ReportError::NotARun(format!("{}: {e}", out.display())))?;
+    let mut files = Vec::new();
+    for (k, (_, raster)) in frames.iter().enumerate() {
+        for (name, boundary_only) in [
+            (format!("frame-{k}.png"), false),
+            (format!("frame-{k}-boundary.png"), true),
+        ] {
+            let path = out.join(name);
+            crate::fractal::render(raster, boundary_only, &path)?;
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Draws every figure of the run in `dir` into `out`; returns the files written. A
+/// fractal run's figures are its frames (see [`crate::fractal`]).
 pub async fn plot_run(
     dir: &Path,
     out: &Path,
@@ -104,6 +132,9 @@ pub async fn plot_run(
 ) -> Result<Vec<PathBuf>, PlotError> {
     register_font();
     let spec = load_spec(dir)?;
+    if spec.kind == tessera_core::spec::SweepKind::Fractal {
+        return plot_fractal(dir, out).await;
+    }
     let trials_df = read_results(dir, TRIALS).await.map_err(ReportError::from)?;
     let metrics_df = read_results(dir, METRICS)
         .await
