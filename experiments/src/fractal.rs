@@ -438,20 +438,6 @@ fn tanh_impl<const FMA: bool>(x: f64) -> f64 {
     (m / (m + 2.0)).copysign(x)
 }
 
-/// Scratch and state for one point of the fused kernel.
-struct PointBuffers<R> {
-    /// Input weights, transposed: `w0t[k·w + j] = W0[j][k]`.
-    w0t: Vec<R>,
-    w1: Vec<R>,
-    g0t: Vec<R>,
-    g1: Vec<R>,
-    /// Hidden activations, `rows × w`.
-    h: Vec<R>,
-    /// Output errors, `rows`.
-    err: Vec<R>,
-    dz: Vec<R>,
-}
-
 /// Trains every point of a tile on the CPU and hands each point's loss trajectory
 /// (`steps` full-batch losses, padded with infinity after a blow-up) to `each`, in order.
 /// Same quantity as [`train_tile`] and [`FractalProblem::train_point`]; the tests hold
