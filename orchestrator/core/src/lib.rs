@@ -12,6 +12,7 @@
 pub mod fractal;
 pub mod fractal_sweep;
 pub mod locate;
+pub mod moo;
 pub mod program;
 pub mod rng;
 pub mod searcher;
