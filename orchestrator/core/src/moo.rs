@@ -67,6 +67,7 @@ pub fn fronts(points: &[Vec<f64>]) -> Vec<Vec<usize>> {
 /// The crowding distance of each member of `front` (indices into `points`), in the
 /// front's order: per objective, the gap between a point's neighbours normalised by the
 /// objective's range, summed; the extremes of each objective get infinity.
+#[allow(clippy::needless_range_loop)] // `k` indexes an objective of every point
 pub fn crowding(points: &[Vec<f64>], front: &[usize]) -> Vec<f64> {
     let m = points.first().map_or(0, Vec::len);
     let mut dist = vec![0.0; front.len()];
@@ -278,12 +279,12 @@ impl Nsga2 {
 
     fn mutate(&self, c: &mut Genome, rng: &mut Rng) {
         let p = 1.0 / self.choices.len().max(1) as f64;
-        for g in 0..self.choices.len() {
+        for (g, cg) in c.iter_mut().enumerate() {
             let hi = f64::from(self.choices[g].saturating_sub(1));
             if hi <= 0.0 || rng.next_f64() >= p {
                 continue;
             }
-            let x = f64::from(c[g]);
+            let x = f64::from(*cg);
             let u = rng.next_f64();
             let e = self.eta_mutation + 1.0;
             let delta = if u < 0.5 {
@@ -295,10 +296,10 @@ impl Nsga2 {
             };
             // Rounding a small step would often give the same value: move at least one.
             let mut v = self.clamp(g, x + delta * hi);
-            if v == c[g] {
+            if v == *cg {
                 v = self.clamp(g, x + delta.signum());
             }
-            c[g] = v;
+            *cg = v;
         }
     }
 
