@@ -309,6 +309,79 @@ impl Nsga2 {
     }
 }
 
+/// One LINAS iteration (Cummings et al., the DyNAS-T system): fit one predictor per
+/// objective on every real measurement so far ([`crate::predictor::fit_best`] on one-hot
+/// genes), run NSGA-II for `generations` on the predictions alone, starting from the
+/// survivors of the measured points, and return its final population, minus anything
+/// already measured, as the next candidates to measure for real (topped up with fresh
+/// offspring if the predictors' front is mostly known).
+pub fn linas_next(
+    algo: &Nsga2,
+    measured: &[(Genome, Vec<f64>)],
+    generations: usize,
+    rng: &mut Rng,
+) -> Vec<Genome> {
+    use crate::predictor::{fit_best, one_hot};
+    let seen: BTreeSet<Genome> = measured.iter().map(|(g, _)| g.clone()).collect();
+    let m = measured.first().map_or(0, |(_, o)| o.len());
+    let xs: Vec<Vec<f64>> = measured
+        .iter()
+        .map(|(g, _)| one_hot(&algo.choices, g))
+        .collect();
+    let models: Vec<_> = (0..m)
+        .map(|k| {
+            let ys: Vec<f64> = measured.iter().map(|(_, o)| o[k]).collect();
+            fit_best(&xs, &ys, algo.choices.len(), 5)
+        })
+        .collect();
+    if measured.is_empty() || models.iter().any(Option::is_none) {
+        return algo.offspring(&[], &seen, rng);
+    }
+    let predict = |g: &Genome| -> Vec<f64> {
+        let x = one_hot(&algo.choices, g);
+        models
+            .iter()
+            .map(|model| model.as_ref().map_or(f64::NAN, |mm| mm.predict(&x)))
+            .collect()
+    };
+    let mut pool: Vec<(Genome, Vec<f64>)> = algo
+        .survivors(measured)
+        .into_iter()
+        .map(|i| (measured[i].0.clone(), predict(&measured[i].0)))
+        .collect();
+    let mut predicted: BTreeSet<Genome> = pool.iter().map(|(g, _)| g.clone()).collect();
+    for _ in 0..generations {
+        let children = algo.offspring(&pool, &predicted, rng);
+        for c in children {
+            predicted.insert(c.clone());
+            let o = predict(&c);
+            pool.push((c, o));
+        }
+        pool = algo
+            .survivors(&pool)
+            .into_iter()
+            .map(|i| pool[i].clone())
+            .collect();
+    }
+    let mut next: Vec<Genome> = pool
+        .into_iter()
+        .map(|(g, _)| g)
+        .filter(|g| !seen.contains(g))
+        .collect();
+    if next.len() < algo.population {
+        let mut taken = seen.clone();
+        taken.extend(next.iter().cloned());
+        let parents: Vec<(Genome, Vec<f64>)> = algo
+            .survivors(measured)
+            .into_iter()
+            .map(|i| measured[i].clone())
+            .collect();
+        let more = algo.offspring(&parents, &taken, rng);
+        next.extend(more.into_iter().take(algo.population - next.len()));
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +525,35 @@ mod tests {
         let kept = algo.survivors(&pool);
         assert_eq!(kept.len(), 8);
         assert!(!kept.contains(&8), "the dominated point is dropped");
+    }
+
+    #[test]
+    fn linas_proposes_new_candidates_near_the_predicted_front() {
+        let algo = Nsga2::new(vec![11; 10], 20);
+        let mut rng = Rng::new(3);
+        let mut measured: Vec<(Genome, Vec<f64>)> = (0..40)
+            .map(|_| {
+                let g = algo.random(&mut rng);
+                let o = zdt1(&g);
+                (g, o)
+            })
+            .collect();
+        let before = hypervolume(
+            &measured.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(),
+            &[1.1, 11.0],
+        );
+        let next = linas_next(&algo, &measured, 30, &mut rng);
+        assert_eq!(next.len(), 20);
+        let seen: BTreeSet<Genome> = measured.iter().map(|(g, _)| g.clone()).collect();
+        assert!(
+            next.iter().all(|g| !seen.contains(g)),
+            "nothing measured twice"
+        );
+        measured.extend(next.iter().map(|g| (g.clone(), zdt1(g))));
+        let after = hypervolume(
+            &measured.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(),
+            &[1.1, 11.0],
+        );
+        assert!(after > before, "{before} -> {after}");
     }
 }
