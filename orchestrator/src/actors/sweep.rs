@@ -196,7 +196,8 @@ pub struct Recorded {
 impl Recorded {
     /// What `spec`'s writer records for a trial: kind-specific artifacts become the rows
     /// of their tables (a fractal tile's values become raster rows with their place and
-    /// learning rates); others pass as they are.
+    /// learning rates). A kind without tables of its own records none: its store would
+    /// not clean up their unacknowledged parts after a crash.
     pub fn new(
         spec: &SweepSpec,
         row: TrialRow,
@@ -207,9 +208,13 @@ impl Recorded {
             .iter()
             .filter_map(|a| match spec.kind {
                 tessera_core::spec::SweepKind::Fractal => {
-                    tessera_core::fractal_sweep::raster_rows(&row.params, a)
+                    let rows = tessera_core::fractal_sweep::raster_rows(&row.params, a);
+                    if rows.is_none() {
+                        tracing::warn!(trial_id = row.trial_id, table = %a.table, "a tile's values do not fit the tile; not recorded");
+                    }
+                    rows
                 }
-                _ => Some(a.clone()),
+                _ => None,
             })
             .collect();
         Self {
