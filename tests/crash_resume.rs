@@ -103,6 +103,26 @@ fn resume_to_end(sweep: &Path, out: &Path) {
     );
 }
 
+/// Runs `sweep` into a fresh folder under `dir` with a crash injected at `point`, checks
+/// that it crashed there, resumes it to the end; returns the run folder.
+fn crash_at(sweep: &Path, dir: &Path, point: &str) -> PathBuf {
+    let out = dir.join(point.replace(':', "-"));
+    let o = tessera(sweep, &out, false)
+        .env("TESSERA_CRASH_AT", point)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "{point}: the injected crash did not happen"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("injected crash"),
+        "{point}"
+    );
+    resume_to_end(sweep, &out);
+    out
+}
+
 #[test]
 fn sigkill_at_several_points_then_resume_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,20 +172,7 @@ fn injected_crashes_at_the_narrow_windows_then_resume() {
         "after_part_written:2",
         "before_journal_flushed:3",
     ] {
-        let out = dir.path().join(point.replace(':', "-"));
-        let o = tessera(&sweep, &out, false)
-            .env("TESSERA_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert!(
-            !o.status.success(),
-            "{point}: the injected crash did not happen"
-        );
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("injected crash"),
-            "{point}"
-        );
-        resume_to_end(&sweep, &out);
+        let out = crash_at(&sweep, dir.path(), point);
         assert_eq!(recorded(&out), expected, "crash at {point}");
     }
 }
@@ -211,16 +218,7 @@ fn a_fractal_zoom_sequence_resumes_after_crashes_with_the_same_raster() {
         "after_part_written:1",
         "before_journal_flushed:1",
     ] {
-        let out = dir.path().join(point.replace(':', "-"));
-        let o = tessera(&sweep, &out, false)
-            .env("TESSERA_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert!(
-            !o.status.success(),
-            "{point}: the injected crash did not happen"
-        );
-        resume_to_end(&sweep, &out);
+        let out = crash_at(&sweep, dir.path(), point);
         assert_eq!(raster(&out), expected, "crash at {point}");
     }
 }

@@ -367,6 +367,27 @@ impl Real for f32 {
     }
 }
 
+/// `1/k!` for `k` = 0, 1, …, 15.
+const INV_FACTORIAL: [f64; 16] = {
+    let mut t = [1.0; 16];
+    let mut k = 1;
+    while k < 16 {
+        t[k] = t[k - 1] / k as f64;
+        k += 1;
+    }
+    t
+};
+
+/// `Σ c_k x^k` for `c` in ascending order, by Horner's rule.
+#[inline(always)]
+fn horner<const FMA: bool>(x: f64, c: &[f64]) -> f64 {
+    let mut acc = 0.0;
+    for ck in c.iter().rev() {
+        acc = acc.madd::<FMA>(x, *ck);
+    }
+    acc
+}
+
 /// `e^x` for `x` in [0, 60], to about one unit in the last place, without branches or
 /// calls (so that a loop over it vectorises): `x = k·ln 2 + r` with `|r| ≤ ln 2 / 2`,
 /// `e^r` by its Taylor series to degree 13 (truncation error below 5e-18), and `2^k` put
@@ -380,24 +401,8 @@ fn exp_small<const FMA: bool>(x: f64) -> f64 {
     let t = x * std::f64::consts::LOG2_E + SHIFT;
     let k = t - SHIFT;
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    let mut p = 1.0 / 6_227_020_800.0; // 1/13!
-    for c in [
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p.madd::<FMA>(r, c);
-    }
+    // e^r = Σ_{k=0}^{13} r^k / k!
+    let p = horner::<FMA>(r, &INV_FACTORIAL[..=13]);
     let two_k = f64::from_bits(t.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(1023) << 52);
     p * two_k
 }
@@ -413,25 +418,8 @@ pub fn tanh(x: f64) -> f64 {
 #[inline(always)]
 fn tanh_impl<const FMA: bool>(x: f64) -> f64 {
     let y = 2.0 * x.abs().min(20.0);
-    let mut s = 1.0 / 1_307_674_368_000.0; // 1/15!
-    for c in [
-        1.0 / 87_178_291_200.0,
-        1.0 / 6_227_020_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-    ] {
-        s = s.madd::<FMA>(y, c);
-    }
+    // e^y − 1 = y · Σ_{k=0}^{14} y^k / (k+1)!
+    let s = horner::<FMA>(y, &INV_FACTORIAL[1..=15]);
     let small = s * y;
     let big = exp_small::<FMA>(y) - 1.0;
     let m = if y < 0.5 { small } else { big };
