@@ -122,11 +122,7 @@ fn run(tactic: &str, s: &Surrogate, budget: usize, seed: u64, reference: &[f64])
             let o = s.eval(&g);
             measured.push((g, o));
         }
-        parents = algo
-            .survivors(&measured)
-            .into_iter()
-            .map(|i| measured[i].clone())
-            .collect();
+        parents = algo.select(&measured);
     }
     let mut hv = Vec::with_capacity(budget);
     let mut pts: Vec<Vec<f64>> = Vec::new();

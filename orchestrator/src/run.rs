@@ -262,21 +262,20 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     let (done_tx, done_rx) = oneshot::channel();
     // A fractal sweep's analysis and images are written when it completes, before its
     // end is announced.
-    let done_tx = match kind_tables.is_empty() {
-        true => done_tx,
-        false => {
-            let (inner_tx, inner_rx) = oneshot::channel::<Result<SweepResult, String>>();
-            tokio::spawn(async move {
-                let Ok(result) = inner_rx.await else { return };
-                if result.is_ok()
-                    && let Err(e) = crate::fractal::finish(&analysis).await
-                {
-                    tracing::warn!(error = %e, "writing the fractal analysis failed; `tessera report` computes it from the tables");
-                }
-                let _ = done_tx.send(result);
-            });
-            inner_tx
-        }
+    let done_tx = if kind_tables.is_empty() {
+        done_tx
+    } else {
+        let (inner_tx, inner_rx) = oneshot::channel::<Result<SweepResult, String>>();
+        tokio::spawn(async move {
+            let Ok(result) = inner_rx.await else { return };
+            if result.is_ok()
+                && let Err(e) = crate::fractal::finish(&analysis).await
+            {
+                tracing::warn!(error = %e, "writing the fractal analysis failed; `tessera report` computes it from the tables");
+            }
+            let _ = done_tx.send(result);
+        });
+        inner_tx
     };
     let progress = progress.unwrap_or_else(|| watch::channel(Progress::default()).0);
     let progress_rx = progress.subscribe();

@@ -361,7 +361,7 @@ impl RunStore {
     /// The rows of `artifacts` (all bound for one table) as a data frame, with a
     /// `trial_id` column first. Every artifact must have the first one's columns.
     pub fn artifact_frame(artifacts: &[(TrialId, &Artifact)]) -> PolarsResult<DataFrame> {
-        use tessera_core::trial::ArtifactColumn as A;
+        use tessera_core::trial::{ArtifactColumn, ArtifactColumn as A};
         let Some((_, first)) = artifacts.first() else {
             return Ok(DataFrame::empty());
         };
@@ -376,38 +376,36 @@ impl RunStore {
                     format!("table `{}`: a trial lacks column `{name}`", first.table).into(),
                 )
             };
+            // Every trial's values of column `name`, if each has it with this type.
+            fn gather<'a, T: Clone + 'a>(
+                artifacts: &[(TrialId, &'a Artifact)],
+                name: &str,
+                pick: impl Fn(&'a ArtifactColumn) -> Option<&'a [T]>,
+            ) -> Option<Vec<T>> {
+                let mut v = Vec::new();
+                for (_, a) in artifacts {
+                    v.extend_from_slice(pick(a.columns.get(name)?)?);
+                }
+                Some(v)
+            }
             let col = match kind {
-                A::F64(_) => {
-                    let mut v: Vec<f64> = Vec::new();
-                    for (_, a) in artifacts {
-                        match a.columns.get(name) {
-                            Some(A::F64(x)) => v.extend_from_slice(x),
-                            _ => return Err(missing()),
-                        }
-                    }
-                    Column::new(name.into(), v)
-                }
-                A::I64(_) => {
-                    let mut v: Vec<i64> = Vec::new();
-                    for (_, a) in artifacts {
-                        match a.columns.get(name) {
-                            Some(A::I64(x)) => v.extend_from_slice(x),
-                            _ => return Err(missing()),
-                        }
-                    }
-                    Column::new(name.into(), v)
-                }
-                A::Bool(_) => {
-                    let mut v: Vec<bool> = Vec::new();
-                    for (_, a) in artifacts {
-                        match a.columns.get(name) {
-                            Some(A::Bool(x)) => v.extend_from_slice(x),
-                            _ => return Err(missing()),
-                        }
-                    }
-                    Column::new(name.into(), v)
-                }
-            };
+                A::F64(_) => gather(artifacts, name, |c| match c {
+                    A::F64(x) => Some(x.as_slice()),
+                    _ => None,
+                })
+                .map(|v| Column::new(name.into(), v)),
+                A::I64(_) => gather(artifacts, name, |c| match c {
+                    A::I64(x) => Some(x.as_slice()),
+                    _ => None,
+                })
+                .map(|v| Column::new(name.into(), v)),
+                A::Bool(_) => gather(artifacts, name, |c| match c {
+                    A::Bool(x) => Some(x.as_slice()),
+                    _ => None,
+                })
+                .map(|v| Column::new(name.into(), v)),
+            }
+            .ok_or_else(missing)?;
             cols.push(col);
         }
         DataFrame::new(artifacts.iter().map(|(_, a)| a.rows()).sum(), cols)

@@ -548,21 +548,30 @@ impl Tile {
         })
     }
 
-    /// The `(lr_input, lr_output)` of every point, row-major within the tile.
-    pub fn learning_rates(&self) -> Vec<(f64, f64)> {
+    /// Every point of the tile, row-major: its column and row in the frame and its
+    /// log10 learning rates `(input layer, output layer)`.
+    pub fn points(&self) -> Vec<(u32, u32, f64, f64)> {
         let mut out = Vec::with_capacity((self.cols * self.rows) as usize);
-        for r in 0..self.rows {
-            for c in 0..self.cols {
-                let (x, y) = self.window.at(
-                    (self.col0 + c) as usize,
-                    (self.row0 + r) as usize,
+        for y in self.row0..self.row0 + self.rows {
+            for x in self.col0..self.col0 + self.cols {
+                let (lx, ly) = self.window.at(
+                    x as usize,
+                    y as usize,
                     self.res_x as usize,
                     self.res_y as usize,
                 );
-                out.push((10f64.powf(x), 10f64.powf(y)));
+                out.push((x, y, lx, ly));
             }
         }
         out
+    }
+
+    /// The `(lr_input, lr_output)` of every point, row-major within the tile.
+    pub fn learning_rates(&self) -> Vec<(f64, f64)> {
+        self.points()
+            .into_iter()
+            .map(|(_, _, lx, ly)| (10f64.powf(lx), 10f64.powf(ly)))
+            .collect()
     }
 }
 
@@ -748,27 +757,11 @@ pub fn raster_rows(params: &Params, artifact: &Artifact) -> Option<Artifact> {
         return None;
     }
     let mut cols = BTreeMap::new();
-    let (mut xi, mut yi, mut lx, mut ly) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for r in 0..tile.rows {
-        for c in 0..tile.cols {
-            let (x, y) = (tile.col0 + c, tile.row0 + r);
-            let (a, b) = tile.window.at(
-                x as usize,
-                y as usize,
-                tile.res_x as usize,
-                tile.res_y as usize,
-            );
-            xi.push(i64::from(x));
-            yi.push(i64::from(y));
-            lx.push(a);
-            ly.push(b);
-        }
-    }
+    let points = tile.points();
+    let xi: Vec<i64> = points.iter().map(|p| i64::from(p.0)).collect();
+    let yi: Vec<i64> = points.iter().map(|p| i64::from(p.1)).collect();
+    let lx: Vec<f64> = points.iter().map(|p| p.2).collect();
+    let ly: Vec<f64> = points.iter().map(|p| p.3).collect();
     let lr = |v: &[f64]| v.iter().map(|l| 10f64.powf(*l)).collect::<Vec<f64>>();
     cols.insert(
         "frame".to_owned(),
@@ -870,18 +863,7 @@ mod tests {
     }
 
     fn tile_outcome(trial_id: TrialId, t: &Tile, f: impl Fn(f64, f64) -> f64) -> TrialOutcome {
-        let mut values = Vec::new();
-        for r in 0..t.rows {
-            for c in 0..t.cols {
-                let (x, y) = t.window.at(
-                    (t.col0 + c) as usize,
-                    (t.row0 + r) as usize,
-                    t.res_x as usize,
-                    t.res_y as usize,
-                );
-                values.push(f(x, y));
-            }
-        }
+        let values: Vec<f64> = t.points().iter().map(|p| f(p.2, p.3)).collect();
         let n = values.len();
         TrialOutcome {
             trial_id,

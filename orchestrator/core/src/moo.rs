@@ -192,6 +192,14 @@ impl Nsga2 {
         out
     }
 
+    /// The survivors themselves (see [`Nsga2::survivors`]), cloned.
+    pub fn select(&self, evaluated: &[(Genome, Vec<f64>)]) -> Vec<(Genome, Vec<f64>)> {
+        self.survivors(evaluated)
+            .into_iter()
+            .map(|i| evaluated[i].clone())
+            .collect()
+    }
+
     /// The next generation to evaluate from the parents `evaluated` (the survivors of
     /// everything measured so far, or the whole population): binary tournaments by rank
     /// then crowding, SBX crossover and polynomial mutation of the gene indices, rounded.
@@ -357,11 +365,7 @@ pub fn linas_next(
             let o = predict(&c);
             pool.push((c, o));
         }
-        pool = algo
-            .survivors(&pool)
-            .into_iter()
-            .map(|i| pool[i].clone())
-            .collect();
+        pool = algo.select(&pool);
     }
     let mut next: Vec<Genome> = pool
         .into_iter()
@@ -371,12 +375,7 @@ pub fn linas_next(
     if next.len() < algo.population {
         let mut taken = seen.clone();
         taken.extend(next.iter().cloned());
-        let parents: Vec<(Genome, Vec<f64>)> = algo
-            .survivors(measured)
-            .into_iter()
-            .map(|i| measured[i].clone())
-            .collect();
-        let more = algo.offspring(&parents, &taken, rng);
+        let more = algo.offspring(&algo.select(measured), &taken, rng);
         next.extend(more.into_iter().take(algo.population - next.len()));
     }
     next
@@ -486,11 +485,7 @@ mod tests {
                     let o = zdt1(&c);
                     all.push((c, o));
                 }
-                parents = algo
-                    .survivors(&all)
-                    .into_iter()
-                    .map(|i| all[i].clone())
-                    .collect();
+                parents = algo.select(&all);
             }
             let pts: Vec<Vec<f64>> = all.iter().map(|(_, o)| o.clone()).collect();
             nsga_total += hypervolume(&pts, &reference);
