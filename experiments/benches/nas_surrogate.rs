@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use tessera_core::moo::{Genome, Nsga2, hypervolume, linas_next};
+use tessera_core::moo::{Genome, LinasModel, Nsga2, hypervolume, linas_next};
 use tessera_core::rng::Rng;
 
 fn arg(name: &str) -> Option<String> {
@@ -113,7 +113,10 @@ fn run(tactic: &str, s: &Surrogate, budget: usize, seed: u64, reference: &[f64])
             "random" => (0..50).map(|_| algo.random(&mut rng)).collect(),
             "nsga2" => algo.offspring(&parents, &seen, &mut rng),
             _ if measured.is_empty() => algo.offspring(&[], &seen, &mut rng),
-            _ => linas_next(&algo, &measured, 200, &mut rng),
+            _ => linas_next(&algo, &measured, &LinasModel::plain(200), &mut rng)
+                .into_iter()
+                .map(|(g, _)| g)
+                .collect(),
         };
         for g in batch {
             if measured.len() >= budget || !seen.insert(g.clone()) {

@@ -12,6 +12,7 @@
 pub mod dataset;
 pub mod fractal;
 pub mod mlp;
+pub mod supernet;
 
 pub use dataset::{Dataset, DatasetError, Split};
 pub use mlp::{EpochMetrics, MlpConfig, OptimizerKind, TrainError, train_mlp};

@@ -14,6 +14,7 @@ pub mod fractal;
 pub mod journal;
 pub mod lake;
 pub mod metrics;
+pub mod nas;
 pub mod plot;
 mod process_metrics;
 pub mod report;

@@ -42,9 +42,9 @@ pub enum PlotError {
 }
 
 const SIZE: (u32, u32) = (1000, 640);
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = plotters::style::register_font(
@@ -134,6 +134,14 @@ pub async fn plot_run(
     let spec = load_spec(dir)?;
     if spec.kind == tessera_core::spec::SweepKind::Fractal {
         return plot_fractal(dir, out).await;
+    }
+    if spec.kind == tessera_core::spec::SweepKind::Nas {
+        let store = crate::lake::ObjectStore::open(
+            &crate::store::results_of(dir).map_err(ReportError::from)?,
+        )
+        .await
+        .map_err(|e| ReportError::from(crate::store::StoreError::from(e)))?;
+        return Ok(crate::nas::plot(&store, out).await?);
     }
     let trials_df = read_results(dir, TRIALS).await.map_err(ReportError::from)?;
     let metrics_df = read_results(dir, METRICS)

@@ -182,6 +182,8 @@ pub struct Report {
     pub curves: std::collections::BTreeMap<u64, Vec<(u64, f64)>>,
     /// A fractal sweep's frames and dimension.
     pub fractal: Option<tessera_core::fractal_sweep::FractalSummary>,
+    /// A completed nas sweep's front.
+    pub nas: Option<crate::nas::FrontSummary>,
 }
 
 fn fmt_num(v: f64) -> String {
@@ -513,6 +515,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             rows,
             curves: Default::default(),
             fractal: None,
+            nas: None,
         });
     }
     let ids = col_f64(&df, "trial_id")?;
@@ -688,6 +691,15 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
     } else {
         (effects, None)
     };
+    let (effects, nas) = if spec.kind == tessera_core::spec::SweepKind::Nas {
+        // Trials are supernet training and evaluation batches: show the front instead.
+        let store = crate::lake::ObjectStore::open(&crate::store::results_of(dir)?)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        (Vec::new(), crate::nas::load(&store).await)
+    } else {
+        (effects, None)
+    };
     Ok(Report {
         spec,
         counts,
@@ -697,6 +709,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
         effects,
         rows,
         fractal,
+        nas,
     })
 }
 
@@ -728,6 +741,7 @@ impl Report {
             "best": self.best.map(|(id, v)| serde_json::json!({"trial_id": id, "value": v})),
             "leaderboard": self.leaderboard.to_json_rows(),
             "fractal": self.fractal,
+            "nas": self.nas,
             "curves": self.curves.iter().map(|(id, c)| (id.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>(),
             "effects": self.effects.iter().map(|e| serde_json::json!({
                 "hyperparameter": e.name,
@@ -779,6 +793,13 @@ impl Report {
         if let Some(f) = &self.fractal {
             let _ = writeln!(out, "\nfractal boundary");
             out.push_str(&crate::fractal::format_summary(f));
+        }
+        if self.spec.kind == tessera_core::spec::SweepKind::Nas {
+            let _ = writeln!(out, "\nnas search");
+            match &self.nas {
+                Some(n) => out.push_str(&crate::nas::format_summary(n)),
+                None => out.push_str("no front yet: it is written when the sweep completes\n"),
+            }
         }
         out
     }

@@ -214,6 +214,7 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     let objects = ObjectStore::open(&root).await.map_err(StoreError::from)?;
     let kind_tables: &[&str] = match spec.kind {
         tessera_core::spec::SweepKind::Fractal => &[tessera_core::fractal_sweep::RASTER_TABLE],
+        tessera_core::spec::SweepKind::Nas => tessera_core::nas_sweep::TABLES,
         _ => &[],
     };
     let store =
@@ -231,6 +232,16 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     }
     if let Some(f) = &spec.fractal {
         meta["fractal"] = serde_json::to_value(f).unwrap_or_default();
+    }
+    if let Some(n) = &spec.nas {
+        meta["nas"] = serde_json::to_value(n).unwrap_or_default();
+        for t in [
+            tessera_core::nas_sweep::SUBNETS_TABLE,
+            tessera_core::nas_sweep::PARETO_TABLE,
+            tessera_core::nas_sweep::HYPERVOLUME_TABLE,
+        ] {
+            meta["tables"][t] = t.into();
+        }
     }
     store.prepare(&state.flushed_parts, &meta).await?;
     let analysis = store.objects().clone();
@@ -260,18 +271,26 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         .await
         .map_err(spawn_err)?;
     let (done_tx, done_rx) = oneshot::channel();
-    // A fractal sweep's analysis and images are written when it completes, before its
-    // end is announced.
+    // A fractal or nas sweep's analysis and images are written when it completes,
+    // before its end is announced.
     let done_tx = if kind_tables.is_empty() {
         done_tx
     } else {
         let (inner_tx, inner_rx) = oneshot::channel::<Result<SweepResult, String>>();
         tokio::spawn(async move {
             let Ok(result) = inner_rx.await else { return };
-            if result.is_ok()
-                && let Err(e) = crate::fractal::finish(&analysis).await
-            {
-                tracing::warn!(error = %e, "writing the fractal analysis failed; `tessera report` computes it from the tables");
+            match result.as_ref().map(|r| &r.nas) {
+                Ok(Some(summary)) => {
+                    if let Err(e) = crate::nas::finish(&analysis, summary).await {
+                        tracing::warn!(error = %e, "writing the nas front failed; resume the run to write it again");
+                    }
+                }
+                Ok(None) => {
+                    if let Err(e) = crate::fractal::finish(&analysis).await {
+                        tracing::warn!(error = %e, "writing the fractal analysis failed; `tessera report` computes it from the tables");
+                    }
+                }
+                Err(_) => {}
             }
             let _ = done_tx.send(result);
         });

@@ -404,6 +404,11 @@ impl RunStore {
                     _ => None,
                 })
                 .map(|v| Column::new(name.into(), v)),
+                A::Str(_) => gather(artifacts, name, |c| match c {
+                    A::Str(x) => Some(x.as_slice()),
+                    _ => None,
+                })
+                .map(|v| Column::new(name.into(), v)),
             }
             .ok_or_else(missing)?;
             cols.push(col);

@@ -13,7 +13,7 @@ use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, Split, train_mlp};
 
 use crate::metrics::{SAMPLES_PER_SECOND, STEP_DURATION};
 use crate::params::ParamReader;
-use crate::programs::{FRACTAL_TILE, MLP, SYNTHETIC, program_infos};
+use crate::programs::{FRACTAL_TILE, MLP, NAS, SYNTHETIC, program_infos};
 
 type SplitKey = (PathBuf, u64, u64);
 
@@ -268,6 +268,185 @@ impl BurnExecutor {
     }
 }
 
+impl BurnExecutor {
+    /// A `nas` trial: role `supernet` trains the super-network with the sandwich rule
+    /// (a report per epoch) and sends its weights and data shape; role `evaluate`
+    /// rebuilds it from the assignment's inputs and measures each sub-network of the
+    /// trial on its validation shard: correct predictions, latency (median of timed
+    /// passes, labelled with this hardware), MACs and parameters.
+    fn run_nas(&self, a: &TrialAssignment, reporter: &mut dyn TrialReporter) -> Result<(), String> {
+        use tessera_core::nas_sweep::{
+            EVALUATIONS_TABLE, SHAPE_TABLE, SUPERNET_TABLE, Shape, Supernet, parse_subnets,
+        };
+        use tessera_core::trial::{Artifact, ArtifactColumn};
+        use tessera_experiments::supernet::{
+            SuperNetwork, SupernetTraining, correct, latency_ms, shard, train_supernet,
+        };
+        let r = ParamReader {
+            params: &a.request.params,
+            info: self.info(NAS)?,
+        };
+        let net: Supernet = serde_json::from_str(&r.str("supernet")?)
+            .map_err(|e| format!("`supernet` is not a super-network description: {e}"))?;
+        let dataset = a.dataset.as_ref().ok_or("nas trials need a dataset")?;
+        let split = self.split(dataset)?;
+        let table = |name: &str, cols: Vec<(&str, ArtifactColumn)>| Artifact {
+            table: name.to_owned(),
+            columns: cols.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        };
+        if r.str("role")? == "supernet" {
+            let cfg = SupernetTraining {
+                epochs: r.usize("epochs")? as u64,
+                learning_rate: r.f64("learning_rate")?,
+                batch_size: r.usize("batch_size")?,
+                random_subnets: r.usize("random_subnets")?,
+            };
+            let rows = split.train.len() as f64 * (2 + cfg.random_subnets) as f64;
+            let mut last = Instant::now();
+            let (model, shape) =
+                train_supernet(&net, &cfg, &split, a.request.seed, &self.device, &mut |m| {
+                    let secs = last.elapsed().as_secs_f64();
+                    last = Instant::now();
+                    STEP_DURATION.with_label_values(&[NAS]).observe(secs);
+                    SAMPLES_PER_SECOND
+                        .with_label_values(&[NAS])
+                        .set(rows / secs.max(1e-9));
+                    let metrics: MetricValues = [
+                        ("train_loss".to_owned(), m.train_loss),
+                        ("val_accuracy".to_owned(), m.val_accuracy),
+                        ("val_accuracy_smallest".to_owned(), m.val_accuracy_smallest),
+                    ]
+                    .into_iter()
+                    .collect();
+                    reporter.report(m.epoch, &metrics) == Decision::Continue
+                })
+                .map_err(|e| e.to_string())?;
+            let one = |v: u32| ArtifactColumn::I64(vec![i64::from(v)]);
+            reporter.artifact(table(
+                SHAPE_TABLE,
+                vec![
+                    ("inputs", one(shape.inputs)),
+                    ("classes", one(shape.classes)),
+                    ("side", one(shape.side)),
+                ],
+            ));
+            reporter.artifact(table(
+                SUPERNET_TABLE,
+                vec![("value", ArtifactColumn::F64(model.flat()))],
+            ));
+            return Ok(());
+        }
+        let input = |name: &str| a.inputs.iter().find(|x| x.table == name);
+        let (Some(weights), Some(stored)) = (input(SUPERNET_TABLE), input(SHAPE_TABLE)) else {
+            return Err("an evaluation trial came without the trained super-network".into());
+        };
+        let get = |c: &str| {
+            stored
+                .i64s(c)
+                .and_then(|v| v.first())
+                .map(|v| *v as u32)
+                .unwrap_or(0)
+        };
+        let shape = Shape {
+            inputs: get("inputs"),
+            classes: get("classes"),
+            side: get("side"),
+        };
+        let values = weights
+            .f64s("value")
+            .ok_or("the super-network has no `value` column")?;
+        let model = SuperNetwork::from_flat(&net, &shape, values, &self.device)?;
+        let (k, shards) = (r.usize("shard")?, r.usize("shards")?);
+        let part = shard(&split.valid, k, shards);
+        // The latency batch: the shard's rows, repeated to the batch size.
+        let rows = r.usize("latency_batch")?.max(1);
+        let f = part.n_features;
+        let pool = if part.is_empty() { &split.valid } else { &part };
+        let x: Vec<f32> = (0..rows)
+            .flat_map(|i| {
+                let row = i % pool.len();
+                pool.features[row * f..(row + 1) * f].iter().copied()
+            })
+            .collect();
+        let x = burn::tensor::Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(x, [rows, f]),
+            &self.device,
+        );
+        let (warmup, repeats) = (r.usize("latency_warmup")?, r.usize("latency_repeats")?);
+        let hardware = hardware_label(&self.device);
+        let subnets = parse_subnets(&r.str("subnets")?)?;
+        let mut cols: [Vec<i64>; 6] = Default::default();
+        let (mut lat, mut best) = (Vec::new(), 0.0f64);
+        for (step, (id, genome)) in subnets.iter().enumerate() {
+            let arch = net.decode(genome);
+            let started = Instant::now();
+            let hits = correct(&model, &net, &shape, &arch, &part, &self.device);
+            let ms = latency_ms(&model, &net, &shape, &arch, &x, warmup, repeats);
+            let (macs, _) = net.cost(&shape, &arch);
+            let params = model.count_params(&net, &shape, &arch);
+            for (c, v) in cols.iter_mut().zip([
+                *id as i64,
+                k as i64,
+                hits,
+                part.len() as i64,
+                macs as i64,
+                params as i64,
+            ]) {
+                c.push(v);
+            }
+            lat.push(ms);
+            best = best.max(hits as f64 / part.len().max(1) as f64);
+            STEP_DURATION
+                .with_label_values(&[NAS])
+                .observe(started.elapsed().as_secs_f64());
+            let m: MetricValues = [
+                ("evaluated".to_owned(), (step + 1) as f64),
+                ("best_accuracy".to_owned(), best),
+            ]
+            .into_iter()
+            .collect();
+            if reporter.report(step as u64 + 1, &m) == Decision::Stop {
+                return Ok(());
+            }
+        }
+        let [subnet, shard_col, hits, total, macs, params] = cols;
+        let n = subnet.len();
+        reporter.artifact(table(
+            EVALUATIONS_TABLE,
+            vec![
+                ("subnet", ArtifactColumn::I64(subnet)),
+                ("shard", ArtifactColumn::I64(shard_col)),
+                ("correct", ArtifactColumn::I64(hits)),
+                ("total", ArtifactColumn::I64(total)),
+                ("latency_ms", ArtifactColumn::F64(lat)),
+                ("macs", ArtifactColumn::I64(macs)),
+                ("params", ArtifactColumn::I64(params)),
+                ("hardware", ArtifactColumn::Str(vec![hardware; n])),
+            ],
+        ));
+        Ok(())
+    }
+}
+
+/// What latency is measured on: the CPU's model name and the Burn device.
+fn hardware_label(device: &Device) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    let backend = if *device == Device::flex() {
+        "flex".to_owned()
+    } else {
+        format!("{device:?}")
+    };
+    format!("{cpu} · {backend}")
+}
+
 impl TrialExecutor for BurnExecutor {
     fn programs(&self) -> Vec<ProgramInfo> {
         self.programs.clone()
@@ -278,6 +457,7 @@ impl TrialExecutor for BurnExecutor {
             MLP => self.run_mlp(a, reporter),
             SYNTHETIC => self.run_synthetic(a, reporter),
             FRACTAL_TILE => self.run_fractal_tile(a, reporter),
+            NAS => self.run_nas(a, reporter),
             other => Err(format!("unknown program `{other}`")),
         }
     }

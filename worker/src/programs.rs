@@ -9,6 +9,57 @@ pub(crate) const MLP: &str = "mlp-classifier";
 pub(crate) const SYNTHETIC: &str = "synthetic";
 /// One tile of a fractal trainability grid, trained as one batched program.
 pub(crate) const FRACTAL_TILE: &str = tessera_core::fractal_sweep::TILE_PROGRAM;
+/// A `nas` sweep's trial: train the super-network, or evaluate sub-networks of it.
+pub(crate) const NAS: &str = tessera_core::nas_sweep::PROGRAM;
+
+/// What a `nas` trial's hyperparameters are (set by the `nas` sweep kind from its `nas:`
+/// section; a user does not write them).
+fn nas_params() -> Vec<ParamInfo> {
+    use ValueKind as K;
+    let int = |name, help| p(name, K::Int, None, help);
+    vec![
+        ParamInfo {
+            options: &["supernet", "evaluate"],
+            ..p(
+                "role",
+                K::Str,
+                None,
+                "train the super-network, or evaluate sub-networks of it",
+            )
+        },
+        p(
+            "supernet",
+            K::Str,
+            None,
+            "the super-network's family and elastic choices, as JSON",
+        ),
+        int(
+            "generation",
+            "the search generation that asked for the sub-networks",
+        ),
+        int("shard", "the validation shard to evaluate on"),
+        int("shards", "validation shards in all"),
+        p(
+            "subnets",
+            K::Str,
+            None,
+            "the sub-networks to evaluate: `id:g.g.g;…`",
+        ),
+        int("epochs", "super-network training epochs"),
+        p("learning_rate", K::Float, None, "Adam's learning rate"),
+        int("batch_size", "rows per training step"),
+        int(
+            "random_subnets",
+            "random sub-networks per step besides the largest and smallest",
+        ),
+        int("latency_batch", "rows per timed forward pass"),
+        int("latency_warmup", "untimed passes before timing"),
+        int(
+            "latency_repeats",
+            "timed passes (their median is the latency)",
+        ),
+    ]
+}
 
 /// What a fractal tile trial's hyperparameters are (set by the `fractal` sweep kind from
 /// its `fractal:` section; a user does not write them).
@@ -226,6 +277,19 @@ pub fn program_infos() -> Vec<ProgramInfo> {
                 "network_steps_per_s",
             ],
             needs_dataset: false,
+        },
+        ProgramInfo {
+            name: NAS,
+            description: "a nas sweep's trial (kind: nas): trains the weight-sharing super-network, or measures sub-networks sliced out of it",
+            params: nas_params(),
+            metrics: &[
+                "train_loss",
+                "val_accuracy",
+                "val_accuracy_smallest",
+                "evaluated",
+                "best_accuracy",
+            ],
+            needs_dataset: true,
         },
     ]
 }

@@ -13,6 +13,7 @@ pub mod fractal;
 pub mod fractal_sweep;
 pub mod locate;
 pub mod moo;
+pub mod nas_sweep;
 pub mod predictor;
 pub mod program;
 pub mod rng;

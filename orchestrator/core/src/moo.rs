@@ -317,18 +317,41 @@ impl Nsga2 {
     }
 }
 
+/// What [`linas_next`] knows besides the measurements.
+pub struct LinasModel<'a> {
+    /// NSGA-II generations run on the predictions alone.
+    pub generations: usize,
+    /// Objective `k` of a genome where it is known without measuring (MACs and
+    /// parameters are counted, not predicted); `None` where a predictor must guess.
+    pub exact: &'a dyn Fn(&Genome, usize) -> Option<f64>,
+    /// Turns objectives into the values selection compares (constraint penalties).
+    pub penalise: &'a dyn Fn(&[f64]) -> Vec<f64>,
+}
+
+impl LinasModel<'_> {
+    /// Plain LINAS: every objective predicted, no constraints.
+    pub fn plain(generations: usize) -> LinasModel<'static> {
+        LinasModel {
+            generations,
+            exact: &|_, _| None,
+            penalise: &|o| o.to_vec(),
+        }
+    }
+}
+
 /// One LINAS iteration (Cummings et al., the DyNAS-T system): fit one predictor per
-/// objective on every real measurement so far ([`crate::predictor::fit_best`] on one-hot
-/// genes), run NSGA-II for `generations` on the predictions alone, starting from the
-/// survivors of the measured points, and return its final population, minus anything
-/// already measured, as the next candidates to measure for real (topped up with fresh
-/// offspring if the predictors' front is mostly known).
+/// objective that is not known exactly, on every real measurement so far
+/// ([`crate::predictor::fit_best`] on one-hot genes), run NSGA-II for
+/// `model.generations` on the predictions alone, starting from the survivors of the
+/// measured points, and return its final population, minus anything already measured,
+/// with each candidate's predicted objectives, as the next candidates to measure for real
+/// (topped up with fresh offspring if the predictors' front is mostly known).
 pub fn linas_next(
     algo: &Nsga2,
     measured: &[(Genome, Vec<f64>)],
-    generations: usize,
+    model: &LinasModel<'_>,
     rng: &mut Rng,
-) -> Vec<Genome> {
+) -> Vec<(Genome, Vec<f64>)> {
     use crate::predictor::{fit_best, one_hot};
     let seen: BTreeSet<Genome> = measured.iter().map(|(g, _)| g.clone()).collect();
     let m = measured.first().map_or(0, |(_, o)| o.len());
@@ -336,47 +359,75 @@ pub fn linas_next(
         .iter()
         .map(|(g, _)| one_hot(&algo.choices, g))
         .collect();
-    let models: Vec<_> = (0..m)
+    let exact_everywhere = |k: usize| measured.iter().all(|(g, _)| (model.exact)(g, k).is_some());
+    let models: Vec<Option<_>> = (0..m)
         .map(|k| {
+            if exact_everywhere(k) && !measured.is_empty() {
+                return None;
+            }
             let ys: Vec<f64> = measured.iter().map(|(_, o)| o[k]).collect();
-            fit_best(&xs, &ys, algo.choices.len(), 5)
+            Some(fit_best(&xs, &ys, algo.choices.len(), 5))
         })
         .collect();
-    if measured.is_empty() || models.iter().any(Option::is_none) {
-        return algo.offspring(&[], &seen, rng);
-    }
     let predict = |g: &Genome| -> Vec<f64> {
         let x = one_hot(&algo.choices, g);
-        models
-            .iter()
-            .map(|model| model.as_ref().map_or(f64::NAN, |mm| mm.predict(&x)))
+        (0..m)
+            .map(|k| match (model.exact)(g, k) {
+                Some(v) => v,
+                None => models[k]
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map_or(f64::NAN, |mm| mm.predict(&x)),
+            })
             .collect()
     };
+    let with_predictions = |gs: Vec<Genome>| -> Vec<(Genome, Vec<f64>)> {
+        gs.into_iter()
+            .map(|g| {
+                let o = predict(&g);
+                (g, o)
+            })
+            .collect()
+    };
+    if measured.is_empty() || models.iter().any(|mm| matches!(mm, Some(None))) {
+        return with_predictions(algo.offspring(&[], &seen, rng));
+    }
+    let penalised = |pool: &[(Genome, Vec<f64>)]| -> Vec<(Genome, Vec<f64>)> {
+        pool.iter()
+            .map(|(g, o)| (g.clone(), (model.penalise)(o)))
+            .collect()
+    };
+    let measured_pen = penalised(measured);
+    // The pool keeps raw predictions; selection compares penalised ones.
     let mut pool: Vec<(Genome, Vec<f64>)> = algo
-        .survivors(measured)
+        .survivors(&measured_pen)
         .into_iter()
         .map(|i| (measured[i].0.clone(), predict(&measured[i].0)))
         .collect();
     let mut predicted: BTreeSet<Genome> = pool.iter().map(|(g, _)| g.clone()).collect();
-    for _ in 0..generations {
-        let children = algo.offspring(&pool, &predicted, rng);
+    for _ in 0..model.generations {
+        let children = algo.offspring(&penalised(&pool), &predicted, rng);
         for c in children {
             predicted.insert(c.clone());
             let o = predict(&c);
             pool.push((c, o));
         }
-        pool = algo.select(&pool);
+        let keep = algo.survivors(&penalised(&pool));
+        pool = keep.into_iter().map(|i| pool[i].clone()).collect();
     }
-    let mut next: Vec<Genome> = pool
+    let mut next: Vec<(Genome, Vec<f64>)> = pool
         .into_iter()
-        .map(|(g, _)| g)
-        .filter(|g| !seen.contains(g))
+        .filter(|(g, _)| !seen.contains(g))
         .collect();
     if next.len() < algo.population {
         let mut taken = seen.clone();
-        taken.extend(next.iter().cloned());
-        let more = algo.offspring(&algo.select(measured), &taken, rng);
-        next.extend(more.into_iter().take(algo.population - next.len()));
+        taken.extend(next.iter().map(|(g, _)| g.clone()));
+        let more = algo.offspring(&algo.select(&measured_pen), &taken, rng);
+        next.extend(with_predictions(
+            more.into_iter()
+                .take(algo.population - next.len())
+                .collect(),
+        ));
     }
     next
 }
@@ -537,7 +588,10 @@ mod tests {
             &measured.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(),
             &[1.1, 11.0],
         );
-        let next = linas_next(&algo, &measured, 30, &mut rng);
+        let next: Vec<Genome> = linas_next(&algo, &measured, &LinasModel::plain(30), &mut rng)
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
         assert_eq!(next.len(), 20);
         let seen: BTreeSet<Genome> = measured.iter().map(|(g, _)| g.clone()).collect();
         assert!(

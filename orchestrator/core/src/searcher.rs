@@ -47,6 +47,19 @@ pub trait Searcher: Send {
     /// Trials asked for so far.
     fn issued(&self) -> u64;
 
+    /// Rows an earlier trial produced that `request` needs (a `nas` sweep's trained
+    /// super-network, for its evaluation trials); sent with the assignment, not recorded
+    /// with the trial.
+    fn inputs(&self, _request: &TrialRequest) -> Vec<crate::trial::Artifact> {
+        Vec::new()
+    }
+
+    /// A `nas` sweep's derived results (every sub-network, the front, the hypervolume
+    /// trace); `None` for other kinds.
+    fn nas_summary(&self) -> Option<crate::nas_sweep::NasSummary> {
+        None
+    }
+
     /// Rebuilds the state after a restart by replaying what was recorded, in the order
     /// it happened: each recorded trial must be the one `ask` gives again, each outcome
     /// is told again. (Order matters for adaptive searchers, whose asks depend on what
@@ -89,6 +102,10 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
                 seed,
             ))
         }
+        SweepKind::Nas if spec.nas.is_some() => Box::new(crate::nas_sweep::NasSearcher::new(
+            spec.nas.clone().unwrap_or_else(|| unreachable!()),
+            seed,
+        )),
         _ => Box::new(RandomSearcher::new(spec.space.clone(), spec.trials, seed)),
     }
 }

@@ -71,9 +71,9 @@ pub enum SweepKind {
     Grid,
     /// Independent random draws from the space.
     Random,
-    /// Fractal trainability tiles (not in this build yet).
+    /// Fractal trainability tiles.
     Fractal,
-    /// NAS sub-network search (not in this build yet).
+    /// NAS sub-network search over a trained super-network.
     Nas,
     /// METALIC contextual GP bandit (not in this build yet).
     Metalic,
@@ -223,6 +223,9 @@ pub struct RawSweep {
     /// The `fractal` kind's grid, training settings and zoom.
     #[serde(default)]
     pub fractal: Option<crate::fractal_sweep::RawFractal>,
+    /// The `nas` kind's super-network, objectives and search.
+    #[serde(default)]
+    pub nas: Option<crate::nas_sweep::RawNas>,
 }
 
 /// The dataset section.
@@ -386,6 +389,8 @@ pub struct SweepSpec {
     pub results: Option<String>,
     /// The `fractal` kind's settings.
     pub fractal: Option<crate::fractal_sweep::FractalSpec>,
+    /// The `nas` kind's settings.
+    pub nas: Option<crate::nas_sweep::NasSpec>,
 }
 
 /// A problem found while validating, located by path in the document.
@@ -508,21 +513,24 @@ impl RawSweep {
                 "use 1–64 letters, digits, `-`, `_` or `.`, not starting with `.`",
             ));
         }
-        if !matches!(
-            self.kind,
-            SweepKind::Grid | SweepKind::Random | SweepKind::Fractal
-        ) {
+        if self.kind == SweepKind::Metalic {
             return Err(Problem::new(
                 &["kind"],
                 format!(
                     "sweep kind `{}` is not available in this build",
                     self.kind.as_str()
                 ),
-                "use `grid`, `random` or `fractal`",
+                "use `grid`, `random`, `fractal` or `nas`",
             ));
         }
         let fractal = self.fractal_section()?;
-        let program = match (&self.program, &fractal) {
+        let nas = self.nas_section()?;
+        let kind_program = match (&fractal, &nas) {
+            (Some(_), _) => Some(crate::fractal_sweep::TILE_PROGRAM),
+            (_, Some(_)) => Some(crate::nas_sweep::PROGRAM),
+            _ => None,
+        };
+        let program = match (&self.program, kind_program) {
             (Some(p), _) if p.trim().is_empty() => {
                 return Err(Problem::new(
                     &["program"],
@@ -530,15 +538,18 @@ impl RawSweep {
                     "`tessera programs` lists them",
                 ));
             }
-            (Some(p), Some(_)) if p != crate::fractal_sweep::TILE_PROGRAM => {
+            (Some(p), Some(k)) if p != k => {
                 return Err(Problem::new(
                     &["program"],
-                    format!("fractal sweeps run `fractal-tile`, not `{p}`"),
-                    "remove `program`; the `fractal` section says what each tile trains",
+                    format!("{} sweeps run `{k}`, not `{p}`", self.kind.as_str()),
+                    format!(
+                        "remove `program`; the `{}` section says what each trial trains",
+                        self.kind.as_str()
+                    ),
                 ));
             }
             (Some(p), _) => p.clone(),
-            (None, Some(_)) => crate::fractal_sweep::TILE_PROGRAM.to_owned(),
+            (None, Some(k)) => k.to_owned(),
             (None, None) => {
                 return Err(Problem::new(
                     &[],
@@ -547,13 +558,18 @@ impl RawSweep {
                 ));
             }
         };
-        let raw_objective = match (&self.objective, &fractal) {
-            (Some(o), _) => o.clone(),
-            (None, Some(_)) => RawObjective {
+        let raw_objective = match (&self.objective, &fractal, &nas) {
+            (Some(o), _, _) => o.clone(),
+            (None, Some(_), _) => RawObjective {
                 metric: "boundary_fraction".into(),
                 goal: Goal::Maximize,
             },
-            (None, None) => {
+            // The supernet trial reports its largest sub-network's validation accuracy.
+            (None, _, Some(_)) => RawObjective {
+                metric: "val_accuracy".into(),
+                goal: Goal::Maximize,
+            },
+            (None, None, None) => {
                 return Err(Problem::new(
                     &[],
                     "missing field `objective`",
@@ -636,8 +652,12 @@ impl RawSweep {
         if let Some(f) = &fractal {
             space = f.space();
         }
+        if let Some(n) = &nas {
+            space = n.space();
+        }
         let trials = match self.kind {
             SweepKind::Fractal => fractal.as_ref().map_or(0, |f| f.trials()),
+            SweepKind::Nas => nas.as_ref().map_or(0, |n| n.trials()),
             SweepKind::Grid => {
                 for (name, d) in &space.params {
                     if let Domain::Float { grid: None, .. } = d {
@@ -822,43 +842,109 @@ impl RawSweep {
             gpus,
             results: self.results,
             fractal,
+            nas,
         })
     }
 
-    /// The `fractal` section, checked against the kind and the sections it replaces.
-    fn fractal_section(&self) -> Result<Option<crate::fractal_sweep::FractalSpec>, Problem> {
-        if self.kind != SweepKind::Fractal {
-            if self.fractal.is_some() {
-                return Err(Problem::new(
-                    &["fractal"],
-                    format!("a `fractal` section in a `{}` sweep", self.kind.as_str()),
-                    "remove it, or set `kind: fractal`",
-                ));
-            }
-            return Ok(None);
-        }
-        let replaced = [
-            ("space", !self.space.is_empty()),
-            ("dataset", self.dataset.is_some()),
-            ("early_stopping", self.early_stopping.is_some()),
-        ];
-        for (key, present) in replaced {
+    /// Checks that the kind-specific section `key` appears exactly with its kind, and
+    /// that a sweep of that kind has none of the sections it replaces. Returns whether
+    /// the sweep is of that kind.
+    fn kind_section(
+        &self,
+        kind: SweepKind,
+        key: &str,
+        present: bool,
+        replaced: &[(&str, bool)],
+        trials_hint: &str,
+    ) -> Result<bool, Problem> {
+        let name = kind.as_str();
+        if self.kind != kind {
             if present {
                 return Err(Problem::new(
                     &[key],
-                    format!("fractal sweeps take no `{key}`"),
-                    "remove it: the `fractal` section defines the grid and what each point trains",
+                    format!("a `{key}` section in a `{}` sweep", self.kind.as_str()),
+                    format!("remove it, or set `kind: {name}`"),
+                ));
+            }
+            return Ok(false);
+        }
+        for (k, there) in replaced {
+            if *there {
+                return Err(Problem::new(
+                    &[k],
+                    format!("{name} sweeps take no `{k}`"),
+                    format!(
+                        "remove it: the `{key}` section defines the trials and what each one trains"
+                    ),
                 ));
             }
         }
         if self.budget.trials.is_some() {
             return Err(Problem::new(
                 &["budget", "trials"],
-                "fractal sweeps take no budget.trials",
-                "remove it: the trials are the tiles of `fractal.resolution` (times zoom frames)",
+                format!("{name} sweeps take no budget.trials"),
+                format!("remove it: {trials_hint}"),
             ));
         }
+        if self.objective.is_some() && kind == SweepKind::Nas {
+            return Err(Problem::new(
+                &["objective"],
+                "nas sweeps take their objectives under `nas.objectives`",
+                "move it there, e.g. `- { metric: accuracy, goal: maximize }`",
+            ));
+        }
+        Ok(true)
+    }
+
+    /// The `fractal` section, checked against the kind and the sections it replaces.
+    fn fractal_section(&self) -> Result<Option<crate::fractal_sweep::FractalSpec>, Problem> {
+        let replaced = [
+            ("space", !self.space.is_empty()),
+            ("dataset", self.dataset.is_some()),
+            ("early_stopping", self.early_stopping.is_some()),
+        ];
+        if !self.kind_section(
+            SweepKind::Fractal,
+            "fractal",
+            self.fractal.is_some(),
+            &replaced,
+            "the trials are the tiles of `fractal.resolution` (times zoom frames)",
+        )? {
+            return Ok(None);
+        }
         let raw = self.fractal.clone().unwrap_or_default();
+        raw.validate().map(Some)
+    }
+
+    /// The `nas` section, checked likewise.
+    fn nas_section(&self) -> Result<Option<crate::nas_sweep::NasSpec>, Problem> {
+        let replaced = [
+            ("space", !self.space.is_empty()),
+            ("early_stopping", self.early_stopping.is_some()),
+        ];
+        if !self.kind_section(
+            SweepKind::Nas,
+            "nas",
+            self.nas.is_some(),
+            &replaced,
+            "the search measures `nas.evaluations` sub-networks",
+        )? {
+            return Ok(None);
+        }
+        let Some(raw) = self.nas.clone() else {
+            return Err(Problem::new(
+                &["kind"],
+                "a nas sweep needs a `nas` section",
+                "add `nas:` with the supernet, its objectives and the tactic; see configs/nas.yaml",
+            ));
+        };
+        if self.dataset.is_none() {
+            return Err(Problem::new(
+                &[],
+                "a nas sweep needs a `dataset` to train and evaluate on",
+                "add `dataset: { path: data.parquet }`",
+            ));
+        }
         raw.validate().map(Some)
     }
 }

@@ -41,6 +41,10 @@ pub struct TrialAssignment {
     pub wants_decisions: bool,
     /// Seconds the attempt may run before it is abandoned as failed.
     pub time_limit_s: Option<f64>,
+    /// Rows of earlier trials this one needs (a `nas` evaluation trial gets the trained
+    /// super-network's weights).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Artifact>,
 }
 
 /// One report of a running attempt, kept by the worker and sent with the outcome.
@@ -125,6 +129,8 @@ pub enum ArtifactColumn {
     I64(Vec<i64>),
     /// Booleans.
     Bool(Vec<bool>),
+    /// Text (a hardware label, say).
+    Str(Vec<String>),
 }
 
 impl ArtifactColumn {
@@ -134,6 +140,7 @@ impl ArtifactColumn {
             ArtifactColumn::F64(v) => v.len(),
             ArtifactColumn::I64(v) => v.len(),
             ArtifactColumn::Bool(v) => v.len(),
+            ArtifactColumn::Str(v) => v.len(),
         }
     }
 

@@ -114,6 +114,8 @@ pub struct SweepResult {
     pub total_steps: u64,
     /// The seed in force (drawn if the sweep file had none).
     pub seed: u64,
+    /// A `nas` sweep's sub-networks, front and hypervolume trace (set when it completes).
+    pub nas: Option<tessera_core::nas_sweep::NasSummary>,
 }
 
 /// How an attempt ended, as a worker tells it.
@@ -214,6 +216,9 @@ impl Recorded {
                     }
                     rows
                 }
+                tessera_core::spec::SweepKind::Nas => tessera_core::nas_sweep::TABLES
+                    .contains(&a.table.as_str())
+                    .then(|| a.clone()),
                 _ => None,
             })
             .collect();
@@ -375,6 +380,7 @@ impl SweepCore {
             progress: self.progress.clone(),
             total_steps: self.total_steps,
             seed: self.seed,
+            nas: None,
         }
     }
 
@@ -413,6 +419,7 @@ impl SweepCore {
     }
 
     fn assignment(&self, request: TrialRequest, attempt: u32, lease: u64) -> TrialAssignment {
+        let inputs = self.searcher.inputs(&request);
         TrialAssignment {
             request,
             attempt,
@@ -421,6 +428,7 @@ impl SweepCore {
             lease,
             wants_decisions: self.spec.early_stopping.is_some(),
             time_limit_s: self.spec.trial_timeout_s,
+            inputs,
         }
     }
 
@@ -795,7 +803,9 @@ impl SweepState {
                 elapsed_s = self.started.elapsed().as_secs_f64(),
                 "sweep complete"
             );
-            self.finish(Ok(self.core.result()));
+            let mut result = self.core.result();
+            result.nas = self.core.searcher.nas_summary();
+            self.finish(Ok(result));
         }
     }
 
