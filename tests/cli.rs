@@ -439,3 +439,120 @@ fn a_fractal_sweep_writes_its_raster_images_and_dimension_and_tiles_do_not_show(
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(four.join("plots/frame-1-boundary.png").is_file());
 }
+
+/// A small `nas` sweep on the digits: an elastic MLP with 4 + 16 sub-networks of one and
+/// two layers, 12 of them measured in generations of 6.
+fn nas_yaml(second: &str, tactic: &str) -> String {
+    let data = root().join("experiments/data/digits/digits.parquet");
+    format!(
+        "version: 1\nname: nas-test\nkind: nas\nseed: 4\ndataset: {{ path: {} }}\nnas:\n  supernet: {{ family: mlp, depth: [1, 2], width: [8, 16, 32, 64] }}\n  training: {{ epochs: 3, batch_size: 64 }}\n  objectives:\n    - {{ metric: accuracy, goal: maximize }}\n    - {{ metric: {second}, goal: minimize }}\n  tactic: {tactic}\n  population: 6\n  evaluations: 12\n  predictor_generations: 5\n  shards: 2\n  batch: 4\n  latency: {{ batch_size: 32, repeats: 5 }}\n",
+        data.display()
+    )
+}
+
+/// A `nas` sweep end to end through the binary: the super-network is trained once, every
+/// sub-network is measured once per shard, the tables, summary and front image are
+/// written, LINAS's later generations carry predictions, and `tessera report` and
+/// `tessera plot` show the front.
+#[test]
+fn a_nas_sweep_trains_once_measures_every_shard_and_writes_its_front() {
+    use tessera_orchestrator::store::read_table;
+    let (_d, run, o) = run_sweep(
+        &nas_yaml("latency_ms", "linas"),
+        &[],
+        &["--workers", "2", "--quiet"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_table(&run, "trials").unwrap();
+    // 1 supernet trial + 2 generations × 2 batches × 2 shards.
+    assert_eq!(t.height(), 9);
+    let roles = t.column("role").unwrap().str().unwrap().clone();
+    let supernets = (0..t.height())
+        .filter(|i| roles.get(*i) == Some("supernet"))
+        .count();
+    assert_eq!(supernets, 1, "the super-network is trained once");
+    let ev = read_table(&run, "evaluations").unwrap();
+    assert_eq!(ev.height(), 24, "12 sub-networks × 2 shards");
+    let keys = ev.select(["subnet", "shard"]).unwrap();
+    assert_eq!(
+        keys.unique_stable(None, polars::prelude::UniqueKeepStrategy::First, None)
+            .unwrap()
+            .height(),
+        24
+    );
+    let total: i64 = ev
+        .column("total")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .sum();
+    assert!(
+        total % 12 == 0 && (355..=365).contains(&(total / 12)),
+        "each sub-network's shards cover the ~360 validation rows once: {total}"
+    );
+    let subnets = read_table(&run, "subnets").unwrap();
+    assert_eq!(subnets.height(), 12);
+    let genes = subnets.column("genes").unwrap().str().unwrap().clone();
+    let distinct: std::collections::BTreeSet<_> = genes.iter().collect();
+    assert_eq!(distinct.len(), 12, "no sub-network measured twice");
+    let acc = subnets.column("accuracy").unwrap().f64().unwrap().clone();
+    assert!(acc.iter().all(|a| a.is_some_and(|a| a > 0.1 && a <= 1.0)));
+    let predicted = subnets
+        .column("predicted_accuracy")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .clone();
+    let generation = subnets.column("generation").unwrap().u32().unwrap().clone();
+    let predicted_in = |g: u32| {
+        (0..subnets.height())
+            .filter(|i| generation.get(*i) == Some(g) && predicted.get(*i).is_some())
+            .count()
+    };
+    assert_eq!(predicted_in(0), 0, "the first generation is random");
+    assert!(
+        predicted_in(1) > 0,
+        "LINAS chose the second with its predictors"
+    );
+    let pareto = read_table(&run, "pareto").unwrap();
+    assert!(pareto.height() >= 1 && pareto.height() <= 12);
+    let hv = read_table(&run, "hypervolume").unwrap();
+    assert_eq!(hv.height(), 12);
+    for f in [
+        "nas/front.png",
+        "nas/summary.json",
+        "supernet_shape/part-000001.parquet",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("nas/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["measured"], 12);
+    assert_eq!(
+        summary["metrics"],
+        serde_json::json!(["accuracy", "latency_ms"])
+    );
+    assert!(
+        summary["front"][0]["hardware"]
+            .as_str()
+            .unwrap()
+            .contains("flex")
+    );
+    let o = tessera()
+        .args(["report", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("Pareto front ("),
+        "{text}"
+    );
+    let o = tessera()
+        .args(["plot", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("plots/front.png").is_file());
+}

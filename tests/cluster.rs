@@ -867,3 +867,36 @@ fn a_fractal_sweep_runs_on_worker_nodes_and_the_coordinator_writes_its_raster() 
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("fractal boundary"), "{out}");
 }
+
+/// A nas sweep on worker nodes: the super-network's weights come back with the training
+/// trial's end and go out again with every evaluation trial, and the shards' counts
+/// from both nodes add up to each sub-network's accuracy.
+#[test]
+fn a_nas_sweep_runs_on_worker_nodes_with_the_supernet_shipped_to_them() {
+    let mut c = Cluster::new();
+    c.add_worker("w1", 1);
+    c.add_worker("w2", 1);
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments/data/digits/digits.parquet");
+    let yaml = format!(
+        "version: 1\nname: nas-cluster\nkind: nas\nseed: 2\ndataset: {{ path: {} }}\nnas:\n  supernet: {{ family: mlp, depth: [1, 2], width: [16, 32, 64] }}\n  training: {{ epochs: 2 }}\n  objectives:\n    - {{ metric: accuracy, goal: maximize }}\n    - {{ metric: latency_ms, goal: minimize }}\n  population: 6\n  evaluations: 12\n  shards: 2\n  batch: 3\n  predictor_generations: 5\n",
+        data.display()
+    );
+    let id = c.submit("nas-cluster", &yaml);
+    let s = c.wait_done(&id, Duration::from_secs(180));
+    // 1 + 2 generations × 2 batches × 2 shards.
+    assert_eq!(s["sweeps"][0]["finished"], 9, "{s}");
+    let dir = c.run_dir(&id);
+    let t = read_table(&dir, "trials").unwrap();
+    let w = t.column("worker").unwrap().str().unwrap().clone();
+    let workers: BTreeSet<String> = (0..t.height())
+        .filter_map(|i| w.get(i).map(str::to_owned))
+        .collect();
+    assert_eq!(workers.len(), 2, "trials on both nodes: {workers:?}");
+    assert_eq!(read_table(&dir, "evaluations").unwrap().height(), 24);
+    assert_eq!(read_table(&dir, "subnets").unwrap().height(), 12);
+    assert!(dir.join("nas/front.png").is_file());
+    let (code, out, err) = c.client(&["report", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Pareto front ("), "{out}");
+}

@@ -222,3 +222,72 @@ fn a_fractal_zoom_sequence_resumes_after_crashes_with_the_same_raster() {
         assert_eq!(raster(&out), expected, "crash at {point}");
     }
 }
+
+/// `subnet → (genes, accuracy bits, macs)` of a nas run, checking that every sub-network
+/// was measured once per shard and the super-network recorded once.
+fn nas_subnets(out: &Path) -> BTreeMap<u64, (String, u64, f64)> {
+    let t = read_table(out, "trials").unwrap();
+    let roles = t.column("role").unwrap().str().unwrap().clone();
+    assert_eq!(roles.iter().filter(|r| *r == Some("supernet")).count(), 1);
+    let ev = read_table(out, "evaluations").unwrap();
+    let keys = ev.select(["subnet", "shard"]).unwrap();
+    assert_eq!(
+        keys.unique_stable(None, UniqueKeepStrategy::First, None)
+            .unwrap()
+            .height(),
+        ev.height(),
+        "a sub-network's shard measured twice"
+    );
+    let df = read_table(out, "subnets").unwrap();
+    let ids = df.column("subnet").unwrap().u64().unwrap().clone();
+    let genes = df.column("genes").unwrap().str().unwrap().clone();
+    let acc = df.column("accuracy").unwrap().f64().unwrap().clone();
+    let macs = df.column("macs").unwrap().f64().unwrap().clone();
+    (0..df.height())
+        .map(|i| {
+            (
+                ids.get(i).unwrap(),
+                (
+                    genes.get(i).unwrap().to_owned(),
+                    acc.get(i).unwrap().to_bits(),
+                    macs.get(i).unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A LINAS search crashed right after the super-network was recorded, in the middle of
+/// a generation and around a Parquet part: the resumed run replays the recorded
+/// measurements (the super-network's weights included, so it is not trained again),
+/// asks for the same next generations and ends with the uninterrupted run's sub-networks
+/// and measurements. (Accuracy and MACs are deterministic; latency would not be.)
+#[test]
+fn a_nas_search_resumes_after_crashes_with_the_same_subnetworks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("nas.yaml");
+    let data =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/digits/digits.parquet");
+    std::fs::write(
+        &sweep,
+        format!(
+            "version: 1\nname: nas-crash\nkind: nas\nseed: 9\ndataset: {{ path: {} }}\nnas:\n  supernet: {{ family: mlp, depth: [1, 2], width: [8, 16, 32, 64] }}\n  training: {{ epochs: 2 }}\n  objectives:\n    - {{ metric: accuracy, goal: maximize }}\n    - {{ metric: macs, goal: minimize }}\n  population: 5\n  evaluations: 15\n  predictor_generations: 5\n  shards: 2\n  batch: 3\n  latency: {{ batch_size: 8, repeats: 1, warmup: 0 }}\nbudget: {{ max_attempts: 1 }}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let reference_out = dir.path().join("reference");
+    let o = tessera(&sweep, &reference_out, false).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected = nas_subnets(&reference_out);
+    assert_eq!(expected.len(), 15);
+    for point in [
+        "after_finished:1",
+        "after_finished:6",
+        "after_issued:12",
+        "after_part_written:2",
+    ] {
+        let out = crash_at(&sweep, dir.path(), point);
+        assert_eq!(nas_subnets(&out), expected, "crash at {point}");
+    }
+}

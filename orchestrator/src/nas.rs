@@ -198,7 +198,8 @@ async fn put_frame(store: &ObjectStore, table: &str, mut df: DataFrame) -> Resul
         message: e.to_string(),
     })?;
     store
-        .put(&format!("{table}/{table}.parquet"), bytes)
+        // One part, rewritten whole if the sweep completes again after a resume.
+        .put(&format!("{table}/{}", crate::store::part_name(1)), bytes)
         .await
         .map_err(StoreError::from)
 }

@@ -136,7 +136,7 @@ pub const TRIALS: &str = "trials";
 /// Metrics folder name.
 pub const METRICS: &str = "metrics";
 
-fn part_name(part: u64) -> String {
+pub(crate) fn part_name(part: u64) -> String {
     format!("part-{part:06}.parquet")
 }
 
