@@ -415,3 +415,71 @@ fn s3_errors_say_what_failed_without_credentials() {
         .collect();
     assert_eq!(runs.len(), 1);
 }
+
+/// A nas sweep whose results go to S3: the coordinator writes the front's tables, summary
+/// and image there at completion, and `tessera report` and `tessera plot` read them back.
+#[test]
+fn a_nas_sweep_writes_its_pareto_front_to_s3() {
+    let Some(m) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(make_bucket(&m, "fronts"));
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("nas.yaml");
+    let data =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/digits/digits.parquet");
+    std::fs::write(
+        &sweep,
+        format!(
+            "version: 1\nname: nas-lake\nkind: nas\nseed: 1\ndataset: {{ path: {} }}\nnas:\n  supernet: {{ family: mlp, depth: [1, 2], width: [8, 16, 32] }}\n  training: {{ epochs: 2 }}\n  objectives:\n    - {{ metric: accuracy, goal: maximize }}\n    - {{ metric: params, goal: minimize }}\n  population: 5\n  evaluations: 10\n  predictor_generations: 5\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = tessera_s3(&m)
+        .args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--results", "s3://fronts/team", "--workers", "2", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let loc = results_of(&out).unwrap();
+    let (subnets, pareto, summary) = rt.block_on(async {
+        let store = ObjectStore::open_with(&loc, &options(&m)).await.unwrap();
+        (
+            read_table_from(&store, "subnets").await.unwrap(),
+            read_table_from(&store, "pareto").await.unwrap(),
+            store.get("nas/summary.json").await.unwrap(),
+        )
+    });
+    assert_eq!(subnets.height(), 10);
+    let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(summary["front"].as_array().unwrap().len(), pareto.height());
+    assert!(
+        !out.join("subnets").exists(),
+        "nothing but the journal is local"
+    );
+    let o = tessera_s3(&m)
+        .args(["report", out.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["nas"]["measured"], 10);
+    let plots = dir.path().join("plots");
+    let o = tessera_s3(&m)
+        .args([
+            "plot",
+            out.to_str().unwrap(),
+            "--out",
+            plots.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(plots.join("front.png").is_file());
+}
