@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use tessera_core::moo::{Genome, LinasModel, Nsga2, hypervolume, linas_next};
+use tessera_core::nas_sweep::median;
 use tessera_core::rng::Rng;
 
 fn arg(name: &str) -> Option<String> {
@@ -134,16 +135,6 @@ fn run(tactic: &str, s: &Surrogate, budget: usize, seed: u64, reference: &[f64])
         hv.push(hypervolume(&pts, reference));
     }
     hv
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() {

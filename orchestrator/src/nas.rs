@@ -82,13 +82,7 @@ pub fn front_summary(s: &NasSummary) -> FrontSummary {
     let measured: Vec<_> = s.subnets.iter().filter(|r| r.measured.is_some()).collect();
     let feasible = measured
         .iter()
-        .filter(|r| {
-            let m = r.measured.as_deref().unwrap_or(&[]);
-            s.objectives
-                .iter()
-                .zip(m)
-                .all(|(o, v)| o.violation(*v) == 0.0)
-        })
+        .filter(|r| r.feasible(&s.objectives) == Some(true))
         .count();
     FrontSummary {
         metrics: s
@@ -160,14 +154,7 @@ fn subnets_frame(s: &NasSummary) -> Result<DataFrame, StoreError> {
     cols.push(Column::new(
         "feasible".into(),
         rows.iter()
-            .map(|r| {
-                r.measured.as_ref().map(|m| {
-                    s.objectives
-                        .iter()
-                        .zip(m)
-                        .all(|(o, v)| o.violation(*v) == 0.0)
-                })
-            })
+            .map(|r| r.feasible(&s.objectives))
             .collect::<Vec<_>>(),
     ));
     cols.push(Column::new(

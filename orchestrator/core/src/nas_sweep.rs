@@ -839,6 +839,17 @@ impl NasSpec {
     }
 }
 
+/// The median of `v` (the mean of the middle two for an even count; NaN if empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
 /// One shard's measurement of one sub-network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardResult {
@@ -880,13 +891,7 @@ impl SubnetRecord {
         }
         let correct: i64 = self.shards.values().map(|s| s.correct).sum();
         let total: i64 = self.shards.values().map(|s| s.total).sum();
-        let mut lat: Vec<f64> = self.shards.values().map(|s| s.latency_ms).collect();
-        lat.sort_by(f64::total_cmp);
-        let latency = if lat.len() % 2 == 1 {
-            lat[lat.len() / 2]
-        } else {
-            0.5 * (lat[lat.len() / 2 - 1] + lat[lat.len() / 2])
-        };
+        let latency = median(self.shards.values().map(|s| s.latency_ms).collect());
         let first = self.shards.values().next();
         self.measured = Some(
             spec.objectives
@@ -899,6 +904,17 @@ impl SubnetRecord {
                 })
                 .collect(),
         );
+    }
+
+    /// Whether it was measured and is within every constraint (`None`: not measured).
+    pub fn feasible(&self, objectives: &[NasObjective]) -> Option<bool> {
+        let m = self.measured.as_ref()?;
+        Some(
+            objectives
+                .iter()
+                .zip(m)
+                .all(|(o, v)| o.violation(*v) == 0.0),
+        )
     }
 
     /// The hardware labels its latency came from, joined with ` | `.
@@ -1135,13 +1151,7 @@ impl NasSearcher {
                 .map(|(o, v)| o.minimised(*v))
                 .collect()
         };
-        let feasible = |s: &SubnetRecord| {
-            let m = s.measured.as_deref().unwrap_or(&[]);
-            spec.objectives
-                .iter()
-                .zip(m)
-                .all(|(o, v)| o.violation(*v) == 0.0)
-        };
+        let feasible = |s: &SubnetRecord| s.feasible(&spec.objectives) == Some(true);
         // The reference point, in minimisation form: as given, else 0 for a maximised
         // objective and the worst measured value for a minimised one.
         let reference: Vec<f64> = spec
