@@ -11,7 +11,10 @@
 
 pub mod fractal;
 pub mod fractal_sweep;
+pub mod gp;
+pub mod linalg;
 pub mod locate;
+pub mod metalic_sweep;
 pub mod moo;
 pub mod nas_sweep;
 pub mod predictor;

@@ -557,7 +557,12 @@ pub struct NasSpec {
     pub latency_repeats: u32,
 }
 
-fn positive(value: Option<u32>, default: u32, path: &[&str], hint: &str) -> Result<u32, Problem> {
+pub(crate) fn positive(
+    value: Option<u32>,
+    default: u32,
+    path: &[&str],
+    hint: &str,
+) -> Result<u32, Problem> {
     match value {
         Some(0) => Err(Problem::new(
             path,

@@ -5,6 +5,7 @@
 //! RBF support-vector regression. Kernel ridge stands in for the SVR: the same RBF
 //! model family, with a closed-form fit.
 
+use crate::linalg::solve_spd;
 use crate::moo::Genome;
 
 /// One-hot features of a genome: one column per (gene, value).
@@ -87,43 +88,6 @@ impl Model {
 
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
-}
-
-/// Solves `A x = b` for symmetric positive-definite `A` (`n × n`, row-major) by Cholesky.
-fn solve_spd(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>> {
-    for j in 0..n {
-        let mut d = a[j * n + j];
-        for k in 0..j {
-            d -= a[j * n + k] * a[j * n + k];
-        }
-        if d <= 0.0 || !d.is_finite() {
-            return None;
-        }
-        let d = d.sqrt();
-        a[j * n + j] = d;
-        for i in j + 1..n {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= a[i * n + k] * a[j * n + k];
-            }
-            a[i * n + j] = s / d;
-        }
-    }
-    for i in 0..n {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= a[i * n + k] * b[k];
-        }
-        b[i] = s / a[i * n + i];
-    }
-    for i in (0..n).rev() {
-        let mut s = b[i];
-        for k in i + 1..n {
-            s -= a[k * n + i] * b[k];
-        }
-        b[i] = s / a[i * n + i];
-    }
-    Some(b)
 }
 
 /// Ridge regression of `ys` on `xs` with penalty `lambda`.
@@ -280,13 +244,5 @@ mod tests {
             "{}",
             m.describe()
         );
-    }
-
-    #[test]
-    fn cholesky_solves_a_small_system() {
-        let x = solve_spd(vec![4.0, 2.0, 2.0, 3.0], vec![2.0, 1.0], 2).unwrap();
-        assert!((4.0 * x[0] + 2.0 * x[1] - 2.0).abs() < 1e-12);
-        assert!((2.0 * x[0] + 3.0 * x[1] - 1.0).abs() < 1e-12);
-        assert!(solve_spd(vec![0.0], vec![1.0], 1).is_none());
     }
 }

@@ -60,6 +60,11 @@ pub trait Searcher: Send {
         None
     }
 
+    /// A `metalic` sweep's rounds, tests and regrets; `None` for other kinds.
+    fn metalic_summary(&self) -> Option<crate::metalic_sweep::MetalicSummary> {
+        None
+    }
+
     /// Rebuilds the state after a restart by replaying what was recorded, in the order
     /// it happened: each recorded trial must be the one `ask` gives again, each outcome
     /// is told again. (Order matters for adaptive searchers, whose asks depend on what
@@ -106,6 +111,12 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
             spec.nas.clone().unwrap_or_else(|| unreachable!()),
             seed,
         )),
+        SweepKind::Metalic if spec.metalic.is_some() => {
+            Box::new(crate::metalic_sweep::MetalicSearcher::new(
+                spec.metalic.clone().unwrap_or_else(|| unreachable!()),
+                seed,
+            ))
+        }
         _ => Box::new(RandomSearcher::new(spec.space.clone(), spec.trials, seed)),
     }
 }

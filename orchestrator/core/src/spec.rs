@@ -75,7 +75,7 @@ pub enum SweepKind {
     Fractal,
     /// NAS sub-network search over a trained super-network.
     Nas,
-    /// METALIC contextual GP bandit (not in this build yet).
+    /// METALIC: a contextual GP bandit choosing a PINN's interface conditions.
     Metalic,
 }
 
@@ -226,6 +226,9 @@ pub struct RawSweep {
     /// The `nas` kind's super-network, objectives and search.
     #[serde(default)]
     pub nas: Option<crate::nas_sweep::RawNas>,
+    /// The `metalic` kind's PDE family, PINN, phases and policies.
+    #[serde(default)]
+    pub metalic: Option<crate::metalic_sweep::RawMetalic>,
 }
 
 /// The dataset section.
@@ -391,6 +394,8 @@ pub struct SweepSpec {
     pub fractal: Option<crate::fractal_sweep::FractalSpec>,
     /// The `nas` kind's settings.
     pub nas: Option<crate::nas_sweep::NasSpec>,
+    /// The `metalic` kind's settings.
+    pub metalic: Option<crate::metalic_sweep::MetalicSpec>,
 }
 
 /// A problem found while validating, located by path in the document.
@@ -513,21 +518,13 @@ impl RawSweep {
                 "use 1–64 letters, digits, `-`, `_` or `.`, not starting with `.`",
             ));
         }
-        if self.kind == SweepKind::Metalic {
-            return Err(Problem::new(
-                &["kind"],
-                format!(
-                    "sweep kind `{}` is not available in this build",
-                    self.kind.as_str()
-                ),
-                "use `grid`, `random`, `fractal` or `nas`",
-            ));
-        }
         let fractal = self.fractal_section()?;
         let nas = self.nas_section()?;
-        let kind_program = match (&fractal, &nas) {
-            (Some(_), _) => Some(crate::fractal_sweep::TILE_PROGRAM),
-            (_, Some(_)) => Some(crate::nas_sweep::PROGRAM),
+        let metalic = self.metalic_section()?;
+        let kind_program = match (&fractal, &nas, &metalic) {
+            (Some(_), _, _) => Some(crate::fractal_sweep::TILE_PROGRAM),
+            (_, Some(_), _) => Some(crate::nas_sweep::PROGRAM),
+            (_, _, Some(_)) => Some(crate::metalic_sweep::PROGRAM),
             _ => None,
         };
         let program = match (&self.program, kind_program) {
@@ -560,6 +557,11 @@ impl RawSweep {
         };
         let raw_objective = match (&self.objective, &fractal, &nas) {
             (Some(o), _, _) => o.clone(),
+            // Each round reports −log10 of its relative L2 error.
+            (None, _, _) if metalic.is_some() => RawObjective {
+                metric: "reward".into(),
+                goal: Goal::Maximize,
+            },
             (None, Some(_), _) => RawObjective {
                 metric: "boundary_fraction".into(),
                 goal: Goal::Maximize,
@@ -655,9 +657,13 @@ impl RawSweep {
         if let Some(n) = &nas {
             space = n.space();
         }
+        if let Some(m) = &metalic {
+            space = m.space();
+        }
         let trials = match self.kind {
             SweepKind::Fractal => fractal.as_ref().map_or(0, |f| f.trials()),
             SweepKind::Nas => nas.as_ref().map_or(0, |n| n.trials()),
+            SweepKind::Metalic => metalic.as_ref().map_or(0, |m| m.trials()),
             SweepKind::Grid => {
                 for (name, d) in &space.params {
                     if let Domain::Float { grid: None, .. } = d {
@@ -843,6 +849,7 @@ impl RawSweep {
             results: self.results,
             fractal,
             nas,
+            metalic,
         })
     }
 
@@ -884,6 +891,13 @@ impl RawSweep {
                 &["budget", "trials"],
                 format!("{name} sweeps take no budget.trials"),
                 format!("remove it: {trials_hint}"),
+            ));
+        }
+        if self.objective.is_some() && kind == SweepKind::Metalic {
+            return Err(Problem::new(
+                &["objective"],
+                "metalic sweeps maximise each round's reward, −log10 of the relative L2 error",
+                "remove `objective`",
             ));
         }
         if self.objective.is_some() && kind == SweepKind::Nas {
@@ -945,6 +959,34 @@ impl RawSweep {
                 "add `dataset: { path: data.parquet }`",
             ));
         }
+        raw.validate().map(Some)
+    }
+}
+
+impl RawSweep {
+    /// The `metalic` section, checked likewise.
+    fn metalic_section(&self) -> Result<Option<crate::metalic_sweep::MetalicSpec>, Problem> {
+        let replaced = [
+            ("space", !self.space.is_empty()),
+            ("dataset", self.dataset.is_some()),
+            ("early_stopping", self.early_stopping.is_some()),
+        ];
+        if !self.kind_section(
+            SweepKind::Metalic,
+            "metalic",
+            self.metalic.is_some(),
+            &replaced,
+            "the trials are every policy's warm-up, play and test rounds",
+        )? {
+            return Ok(None);
+        }
+        let Some(raw) = self.metalic.clone() else {
+            return Err(Problem::new(
+                &["kind"],
+                "a metalic sweep needs a `metalic` section",
+                "add `metalic:` with the PDE family and the policies; see configs/metalic.yaml",
+            ));
+        };
         raw.validate().map(Some)
     }
 }
