@@ -556,3 +556,115 @@ fn a_nas_sweep_trains_once_measures_every_shard_and_writes_its_front() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(run.join("plots/front.png").is_file());
 }
+
+/// A small `metalic` sweep on advection: a bandit, random arms and a fixed condition,
+/// tiny networks and budgets.
+fn metalic_yaml(extra: &str) -> String {
+    format!(
+        "version: 1\nname: metalic-test\nkind: metalic\nseed: 2\nmetalic:\n  family: advection\n  hidden: [8, 8]\n  points: {{ boundary: 30, collocation: 80, interface: 21 }}\n  adam: {{ steps: 40, learning_rate: 0.01 }}\n  lbfgs: {{ iterations: 20 }}\n  policies: [ucb, random, {{ name: cpinn, fixed: [solution, flux] }}]\n  warmup: 2\n  rounds: 4\n  test: 2\n  batch: 2\n  fit_iterations: 20\n{extra}"
+    )
+}
+
+/// A `metalic` sweep end to end through the binary: every policy plays every round on
+/// the same contexts (the random and bandit policies share their warm-up trials), each
+/// trial records one row per training phase, and the completed sweep writes its rounds
+/// (with regrets and the GP's predictions), tests, summary and figures, which
+/// `tessera report` and `tessera plot` show.
+#[test]
+fn a_metalic_sweep_plays_every_policy_on_shared_contexts_and_writes_its_rounds() {
+    use tessera_orchestrator::store::read_table;
+    let (_d, run, o) = run_sweep(&metalic_yaml(""), &[], &["--workers", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_table(&run, "trials").unwrap();
+    // Warm-up: 2 rounds × (shared + cpinn); play and test: 3 policies × (4 + 2).
+    assert_eq!(t.height(), 2 * 2 + 3 * 6);
+    let phases = read_table(&run, "phases").unwrap();
+    assert_eq!(
+        phases.height(),
+        2 * t.height(),
+        "Adam and L-BFGS rows per trial"
+    );
+    let rounds = read_table(&run, "rounds").unwrap();
+    assert_eq!(rounds.height(), 3 * 6, "3 policies × (2 warm-up + 4 play)");
+    let tests = read_table(&run, "tests").unwrap();
+    assert_eq!(tests.height(), 3 * 2);
+    let col = |df: &polars::prelude::DataFrame, c: &str| {
+        df.column(c)
+            .unwrap()
+            .cast(&polars::prelude::DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>()
+    };
+    // Every round finished, with a reward matching its error and a regret ≥ 0.
+    let (reward, error, regret) = (
+        col(&rounds, "reward"),
+        col(&rounds, "error"),
+        col(&rounds, "regret"),
+    );
+    for i in 0..rounds.height() {
+        let (r, e) = (reward[i].unwrap(), error[i].unwrap());
+        assert!((r + e.log10()).abs() < 1e-9, "reward {r} error {e}");
+        assert!(regret[i].unwrap() >= -1e-12);
+    }
+    // The bandit's play rounds carry predictions; the others do not.
+    let policy = rounds.column("policy").unwrap().str().unwrap().clone();
+    let stage = rounds.column("stage").unwrap().str().unwrap().clone();
+    let mean = col(&rounds, "predicted_mean");
+    for (i, m) in mean.iter().enumerate() {
+        let modelled = policy.get(i) == Some("ucb") && stage.get(i) == Some("play");
+        assert_eq!(m.is_some(), modelled, "row {i}");
+    }
+    // Each round's context is the same for every policy.
+    let ctx = col(&rounds, "beta");
+    let round = col(&rounds, "round");
+    for i in 0..rounds.height() {
+        for j in 0..rounds.height() {
+            if round[i] == round[j] {
+                assert_eq!(ctx[i], ctx[j]);
+            }
+        }
+    }
+    let arm = rounds.column("arm").unwrap().str().unwrap().clone();
+    assert!(
+        (0..rounds.height())
+            .all(|i| policy.get(i) != Some("cpinn") || arm.get(i) == Some("100010000"))
+    );
+    for f in [
+        "metalic/regret.png",
+        "metalic/test_error.png",
+        "metalic/summary.json",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metalic/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["arms"], 512);
+    assert_eq!(summary["policies"].as_array().unwrap().len(), 3);
+    assert_eq!(summary["policies"][0]["rounds"], 6);
+    assert_eq!(summary["policies"][0]["tests"], 2);
+    let o = tessera()
+        .args(["report", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("metalic bandit") && text.contains("cpinn"),
+        "{text}"
+    );
+    let o = tessera()
+        .args(["report", run.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["metalic"]["family"], "advection");
+    let o = tessera()
+        .args(["plot", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("plots/regret.png").is_file() && run.join("plots/test_error.png").is_file());
+}

@@ -483,3 +483,72 @@ fn a_nas_sweep_writes_its_pareto_front_to_s3() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(plots.join("front.png").is_file());
 }
+
+/// A metalic sweep whose results go to S3: its rounds, tests, summary and figures are
+/// written there at completion, and `tessera report` and `tessera plot` read them back.
+#[test]
+fn a_metalic_sweep_writes_its_rounds_to_s3() {
+    let Some(m) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(make_bucket(&m, "bandits"));
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("metalic.yaml");
+    std::fs::write(
+        &sweep,
+        "version: 1\nname: metalic-lake\nkind: metalic\nseed: 1\nmetalic:\n  family: poisson\n  hidden: [8]\n  points: { boundary: 20, collocation: 40, interface: 11 }\n  adam: { steps: 20 }\n  lbfgs: { iterations: 10 }\n  policies: [thompson, random]\n  warmup: 2\n  rounds: 2\n  test: 1\n  fit_iterations: 10\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = tessera_s3(&m)
+        .args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--results",
+            "s3://bandits/team",
+            "--workers",
+            "2",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let loc = results_of(&out).unwrap();
+    let (rounds, tests, image) = rt.block_on(async {
+        let store = ObjectStore::open_with(&loc, &options(&m)).await.unwrap();
+        (
+            read_table_from(&store, "rounds").await.unwrap(),
+            read_table_from(&store, "tests").await.unwrap(),
+            store.get("metalic/regret.png").await.unwrap(),
+        )
+    });
+    assert_eq!(rounds.height(), 2 * 4);
+    assert_eq!(tests.height(), 2);
+    assert!(image.starts_with(b"\x89PNG"));
+    assert!(
+        !out.join("rounds").exists(),
+        "nothing but the journal is local"
+    );
+    let o = tessera_s3(&m)
+        .args(["report", out.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["metalic"]["family"], "poisson");
+    let plots = dir.path().join("plots");
+    let o = tessera_s3(&m)
+        .args([
+            "plot",
+            out.to_str().unwrap(),
+            "--out",
+            plots.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(plots.join("regret.png").is_file() && plots.join("test_error.png").is_file());
+}

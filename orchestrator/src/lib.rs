@@ -13,6 +13,7 @@ pub mod fault;
 pub mod fractal;
 pub mod journal;
 pub mod lake;
+pub mod metalic;
 pub mod metrics;
 pub mod nas;
 pub mod plot;

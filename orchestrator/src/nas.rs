@@ -179,7 +179,11 @@ fn subnets_frame(s: &NasSummary) -> Result<DataFrame, StoreError> {
     })
 }
 
-async fn put_frame(store: &ObjectStore, table: &str, mut df: DataFrame) -> Result<(), StoreError> {
+pub(crate) async fn put_frame(
+    store: &ObjectStore,
+    table: &str,
+    mut df: DataFrame,
+) -> Result<(), StoreError> {
     let bytes = parquet_bytes(&mut df).map_err(|e| StoreError::Parquet {
         path: table.into(),
         message: e.to_string(),

@@ -143,6 +143,14 @@ pub async fn plot_run(
         .map_err(|e| ReportError::from(crate::store::StoreError::from(e)))?;
         return Ok(crate::nas::plot(&store, out).await?);
     }
+    if let Some(m) = &spec.metalic {
+        let store = crate::lake::ObjectStore::open(
+            &crate::store::results_of(dir).map_err(ReportError::from)?,
+        )
+        .await
+        .map_err(|e| ReportError::from(crate::store::StoreError::from(e)))?;
+        return Ok(crate::metalic::plot(&store, out, m.family.context_name()).await?);
+    }
     let trials_df = read_results(dir, TRIALS).await.map_err(ReportError::from)?;
     let metrics_df = read_results(dir, METRICS)
         .await

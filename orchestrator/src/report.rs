@@ -184,6 +184,8 @@ pub struct Report {
     pub fractal: Option<tessera_core::fractal_sweep::FractalSummary>,
     /// A completed nas sweep's front.
     pub nas: Option<crate::nas::FrontSummary>,
+    /// A completed metalic sweep's policies.
+    pub metalic: Option<crate::metalic::BanditSummary>,
 }
 
 fn fmt_num(v: f64) -> String {
@@ -516,6 +518,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             curves: Default::default(),
             fractal: None,
             nas: None,
+            metalic: None,
         });
     }
     let ids = col_f64(&df, "trial_id")?;
@@ -700,6 +703,15 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
     } else {
         (effects, None)
     };
+    let (effects, metalic) = if spec.kind == tessera_core::spec::SweepKind::Metalic {
+        // Trials are rounds of several policies: show the policies' scores instead.
+        let store = crate::lake::ObjectStore::open(&crate::store::results_of(dir)?)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        (Vec::new(), crate::metalic::load(&store).await)
+    } else {
+        (effects, None)
+    };
     Ok(Report {
         spec,
         counts,
@@ -710,6 +722,7 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
         rows,
         fractal,
         nas,
+        metalic,
     })
 }
 
@@ -742,6 +755,7 @@ impl Report {
             "leaderboard": self.leaderboard.to_json_rows(),
             "fractal": self.fractal,
             "nas": self.nas,
+            "metalic": self.metalic,
             "curves": self.curves.iter().map(|(id, c)| (id.to_string(), serde_json::json!(c))).collect::<serde_json::Map<_, _>>(),
             "effects": self.effects.iter().map(|e| serde_json::json!({
                 "hyperparameter": e.name,
@@ -799,6 +813,13 @@ impl Report {
             match &self.nas {
                 Some(n) => out.push_str(&crate::nas::format_summary(n)),
                 None => out.push_str("no front yet: it is written when the sweep completes\n"),
+            }
+        }
+        if self.spec.kind == tessera_core::spec::SweepKind::Metalic {
+            let _ = writeln!(out, "\nmetalic bandit");
+            match &self.metalic {
+                Some(m) => out.push_str(&crate::metalic::format_summary(m)),
+                None => out.push_str("no scores yet: they are written when the sweep completes\n"),
             }
         }
         out

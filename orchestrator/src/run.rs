@@ -215,6 +215,7 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     let kind_tables: &[&str] = match spec.kind {
         tessera_core::spec::SweepKind::Fractal => &[tessera_core::fractal_sweep::RASTER_TABLE],
         tessera_core::spec::SweepKind::Nas => tessera_core::nas_sweep::TABLES,
+        tessera_core::spec::SweepKind::Metalic => tessera_core::metalic_sweep::TABLES,
         _ => &[],
     };
     let store =
@@ -239,6 +240,15 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
             tessera_core::nas_sweep::SUBNETS_TABLE,
             tessera_core::nas_sweep::PARETO_TABLE,
             tessera_core::nas_sweep::HYPERVOLUME_TABLE,
+        ] {
+            meta["tables"][t] = t.into();
+        }
+    }
+    if let Some(m) = &spec.metalic {
+        meta["metalic"] = serde_json::to_value(m).unwrap_or_default();
+        for t in [
+            tessera_core::metalic_sweep::ROUNDS_TABLE,
+            tessera_core::metalic_sweep::TESTS_TABLE,
         ] {
             meta["tables"][t] = t.into();
         }
@@ -279,13 +289,18 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         let (inner_tx, inner_rx) = oneshot::channel::<Result<SweepResult, String>>();
         tokio::spawn(async move {
             let Ok(result) = inner_rx.await else { return };
-            match result.as_ref().map(|r| &r.nas) {
-                Ok(Some(summary)) => {
+            match result.as_ref().map(|r| (&r.nas, &r.metalic)) {
+                Ok((Some(summary), _)) => {
                     if let Err(e) = crate::nas::finish(&analysis, summary).await {
                         tracing::warn!(error = %e, "writing the nas front failed; resume the run to write it again");
                     }
                 }
-                Ok(None) => {
+                Ok((_, Some(summary))) => {
+                    if let Err(e) = crate::metalic::finish(&analysis, summary).await {
+                        tracing::warn!(error = %e, "writing the metalic rounds failed; resume the run to write them again");
+                    }
+                }
+                Ok((None, None)) => {
                     if let Err(e) = crate::fractal::finish(&analysis).await {
                         tracing::warn!(error = %e, "writing the fractal analysis failed; `tessera report` computes it from the tables");
                     }

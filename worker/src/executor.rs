@@ -13,7 +13,7 @@ use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, Split, train_mlp};
 
 use crate::metrics::{SAMPLES_PER_SECOND, STEP_DURATION};
 use crate::params::ParamReader;
-use crate::programs::{FRACTAL_TILE, MLP, NAS, SYNTHETIC, program_infos};
+use crate::programs::{FRACTAL_TILE, METALIC, MLP, NAS, SYNTHETIC, program_infos};
 
 type SplitKey = (PathBuf, u64, u64);
 
@@ -428,6 +428,143 @@ impl BurnExecutor {
     }
 }
 
+impl BurnExecutor {
+    /// A `metalic` round: trains the two-subdomain PINN of the trial's PDE and context
+    /// through Adam then L-BFGS with the trial's interface terms (one arm, or one per
+    /// phase), reporting the error and reward after each phase, and sends one row per
+    /// phase.
+    fn run_metalic(
+        &self,
+        a: &TrialAssignment,
+        reporter: &mut dyn TrialReporter,
+    ) -> Result<(), String> {
+        use tessera_core::metalic_sweep::{Family, PHASES_TABLE, format_arm, parse_arm};
+        use tessera_core::trial::{Artifact, ArtifactColumn};
+        use tessera_experiments::pinn::{Phase, PinnConfig, train_pinn};
+        let r = ParamReader {
+            params: &a.request.params,
+            info: self.info(METALIC)?,
+        };
+        let family = Family::parse(&r.str("family")?).ok_or("`family` is not a PDE family")?;
+        let hidden = r
+            .str("hidden")?
+            .split(',')
+            .map(|w| {
+                w.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("`hidden` has a bad width `{w}`"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let arms = r
+            .str("arms")?
+            .split(',')
+            .map(|s| parse_arm(s).ok_or_else(|| format!("`arms` has a bad arm `{s}`")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cfg = PinnConfig {
+            family,
+            context: r.f64("context")?,
+            hidden,
+            boundary: r.usize("boundary_points")?,
+            collocation: r.usize("collocation_points")?,
+            interface: r.usize("interface_points")?,
+            weights: [
+                r.f64("boundary_weight")?,
+                r.f64("residual_weight")?,
+                r.f64("interface_weight")?,
+            ],
+        };
+        let mut phases = Vec::new();
+        if r.usize("adam_steps")? > 0 {
+            phases.push(Phase::Adam {
+                steps: r.usize("adam_steps")?,
+                learning_rate: r.f64("adam_learning_rate")?,
+            });
+        }
+        if r.usize("lbfgs_iterations")? > 0 {
+            phases.push(Phase::Lbfgs {
+                iterations: r.usize("lbfgs_iterations")?,
+                history: r.usize("lbfgs_history")?,
+            });
+        }
+        let mut stopped = false;
+        let results = train_pinn(
+            &cfg,
+            &phases,
+            &arms,
+            a.request.seed,
+            &self.device,
+            &mut |i, p| {
+                STEP_DURATION
+                    .with_label_values(&[METALIC])
+                    .observe(p.wall_s / p.evaluations.max(1) as f64);
+                let m: MetricValues = [
+                    (
+                        "loss".to_owned(),
+                        if p.loss.is_finite() { p.loss } else { f64::MAX },
+                    ),
+                    ("error".to_owned(), p.error),
+                    ("reward".to_owned(), p.reward),
+                ]
+                .into_iter()
+                .collect();
+                stopped |= reporter.report(i as u64 + 1, &m) == Decision::Stop;
+            },
+        );
+        if stopped {
+            return Ok(());
+        }
+        let col = |f: &dyn Fn(&tessera_experiments::pinn::PhaseResult) -> f64| {
+            ArtifactColumn::F64(results.iter().map(f).collect())
+        };
+        let columns = [
+            (
+                "phase",
+                ArtifactColumn::I64((0..results.len() as i64).collect()),
+            ),
+            (
+                "optimizer",
+                ArtifactColumn::Str(
+                    phases
+                        .iter()
+                        .map(|p| match p {
+                            Phase::Adam { .. } => "adam".to_owned(),
+                            Phase::Lbfgs { .. } => "lbfgs".to_owned(),
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "arm",
+                ArtifactColumn::Str(results.iter().map(|p| format_arm(p.arm)).collect()),
+            ),
+            (
+                "steps",
+                ArtifactColumn::I64(results.iter().map(|p| p.steps as i64).collect()),
+            ),
+            (
+                "evaluations",
+                ArtifactColumn::I64(results.iter().map(|p| p.evaluations as i64).collect()),
+            ),
+            // JSON has no NaN or infinity: a diverged loss is sent as the largest float.
+            (
+                "loss",
+                col(&|p| if p.loss.is_finite() { p.loss } else { f64::MAX }),
+            ),
+            ("error", col(&|p| p.error)),
+            ("reward", col(&|p| p.reward)),
+            ("wall_s", col(&|p| p.wall_s)),
+        ];
+        reporter.artifact(Artifact {
+            table: PHASES_TABLE.to_owned(),
+            columns: columns
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        });
+        Ok(())
+    }
+}
+
 /// What latency is measured on: the CPU's model name and the Burn device.
 fn hardware_label(device: &Device) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -458,6 +595,7 @@ impl TrialExecutor for BurnExecutor {
             SYNTHETIC => self.run_synthetic(a, reporter),
             FRACTAL_TILE => self.run_fractal_tile(a, reporter),
             NAS => self.run_nas(a, reporter),
+            METALIC => self.run_metalic(a, reporter),
             other => Err(format!("unknown program `{other}`")),
         }
     }

@@ -11,6 +11,56 @@ pub(crate) const SYNTHETIC: &str = "synthetic";
 pub(crate) const FRACTAL_TILE: &str = tessera_core::fractal_sweep::TILE_PROGRAM;
 /// A `nas` sweep's trial: train the super-network, or evaluate sub-networks of it.
 pub(crate) const NAS: &str = tessera_core::nas_sweep::PROGRAM;
+/// A `metalic` sweep's round: one two-subdomain PINN trained with chosen interface terms.
+pub(crate) const METALIC: &str = tessera_core::metalic_sweep::PROGRAM;
+
+/// What a `metalic` trial's hyperparameters are (set by the `metalic` sweep kind from its
+/// `metalic:` section; a user does not write them).
+fn metalic_params() -> Vec<ParamInfo> {
+    use ValueKind as K;
+    let int = |name, help| p(name, K::Int, None, help);
+    let float = |name, help| p(name, K::Float, None, help);
+    vec![
+        ParamInfo {
+            options: &["advection", "reaction", "poisson"],
+            ..p("family", K::Str, None, "the PDE family")
+        },
+        float(
+            "context",
+            "the family's parameter: β, ρ or the forcing's sharpness",
+        ),
+        p(
+            "arms",
+            K::Str,
+            None,
+            "interface terms: nine 0/1 digits (solution, average, residual, residual_continuity, flux, normal_second, residual_gradient, tangential, tangential_second), one arm or one per phase, comma-separated",
+        ),
+        ParamInfo {
+            options: &["warmup", "play", "test"],
+            ..p("stage", K::Str, None, "the protocol stage of the round")
+        },
+        int("round", "the round (or test context) number"),
+        p(
+            "hidden",
+            K::Str,
+            None,
+            "hidden widths of each subdomain's network, e.g. `20,20`",
+        ),
+        int("boundary_points", "boundary points per subdomain"),
+        int("collocation_points", "collocation points per subdomain"),
+        int("interface_points", "points on the interface"),
+        float("boundary_weight", "boundary loss weight"),
+        float("residual_weight", "residual loss weight"),
+        float("interface_weight", "weight of the selected interface terms"),
+        int("adam_steps", "full-batch Adam steps (0 skips the phase)"),
+        float("adam_learning_rate", "Adam's learning rate"),
+        int(
+            "lbfgs_iterations",
+            "L-BFGS iterations after Adam (0 skips the phase)",
+        ),
+        int("lbfgs_history", "L-BFGS curvature pairs kept"),
+    ]
+}
 
 /// What a `nas` trial's hyperparameters are (set by the `nas` sweep kind from its `nas:`
 /// section; a user does not write them).
@@ -290,6 +340,13 @@ pub fn program_infos() -> Vec<ProgramInfo> {
                 "best_accuracy",
             ],
             needs_dataset: true,
+        },
+        ProgramInfo {
+            name: METALIC,
+            description: "a metalic sweep's round (kind: metalic): a two-subdomain PINN trained with the chosen interface conditions",
+            params: metalic_params(),
+            metrics: &["loss", "error", "reward"],
+            needs_dataset: false,
         },
     ]
 }

@@ -116,6 +116,8 @@ pub struct SweepResult {
     pub seed: u64,
     /// A `nas` sweep's sub-networks, front and hypervolume trace (set when it completes).
     pub nas: Option<tessera_core::nas_sweep::NasSummary>,
+    /// A `metalic` sweep's rounds, tests and regrets (set when it completes).
+    pub metalic: Option<tessera_core::metalic_sweep::MetalicSummary>,
 }
 
 /// How an attempt ended, as a worker tells it.
@@ -217,6 +219,9 @@ impl Recorded {
                     rows
                 }
                 tessera_core::spec::SweepKind::Nas => tessera_core::nas_sweep::TABLES
+                    .contains(&a.table.as_str())
+                    .then(|| a.clone()),
+                tessera_core::spec::SweepKind::Metalic => tessera_core::metalic_sweep::TABLES
                     .contains(&a.table.as_str())
                     .then(|| a.clone()),
                 _ => None,
@@ -381,6 +386,7 @@ impl SweepCore {
             total_steps: self.total_steps,
             seed: self.seed,
             nas: None,
+            metalic: None,
         }
     }
 
@@ -805,6 +811,7 @@ impl SweepState {
             );
             let mut result = self.core.result();
             result.nas = self.core.searcher.nas_summary();
+            result.metalic = self.core.searcher.metalic_summary();
             self.finish(Ok(result));
         }
     }
