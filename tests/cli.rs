@@ -668,3 +668,42 @@ fn a_metalic_sweep_plays_every_policy_on_shared_contexts_and_writes_its_rounds()
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(run.join("plots/regret.png").is_file() && run.join("plots/test_error.png").is_file());
 }
+
+/// The bandit over an ordinary program: the `synthetic` program's `x` is the context,
+/// the switches set `y` and `reports`, the reward is its loss negated; the rounds table
+/// names the objective, and a hyperparameter the program does not take is an error
+/// before anything runs.
+#[test]
+fn a_metalic_bandit_plays_any_program() {
+    use tessera_orchestrator::store::read_table;
+    let yaml = "version: 1\nname: bandit-synthetic\nkind: metalic\nseed: 1\nprogram: synthetic\nobjective: { metric: loss, goal: minimize }\nspace: { sleep_ms: 0 }\nmetalic:\n  context_param: x\n  context: [0, 1]\n  switches: { y: [-0.2, 0.5], reports: [1, 3] }\n  policies: [ucb, random]\n  warmup: 2\n  rounds: 4\n  test: 2\n  fit_iterations: 20\n";
+    let (_d, run, o) = run_sweep(yaml, &[], &["--workers", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_table(&run, "trials").unwrap();
+    assert_eq!(t.height(), 2 + 2 * 6);
+    for c in ["x", "y", "reports", "sleep_ms"] {
+        assert!(t.column(c).is_ok(), "trials table lacks `{c}`");
+    }
+    let rounds = read_table(&run, "rounds").unwrap();
+    assert_eq!(rounds.height(), 2 * 6);
+    let reward = rounds.column("reward").unwrap().f64().unwrap().clone();
+    let loss = rounds.column("loss").unwrap().f64().unwrap().clone();
+    for i in 0..rounds.height() {
+        assert!((reward.get(i).unwrap() + loss.get(i).unwrap()).abs() < 1e-12);
+    }
+    let o = tessera()
+        .args(["report", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("synthetic family") || text.contains("synthetic"),
+        "{text}"
+    );
+    assert!(run.join("metalic/test_error.png").is_file());
+    // A switch the program does not take.
+    let bad = yaml.replace("reports: [1, 3]", "repots: [1, 3]");
+    let (_d, _run, o) = run_sweep(&bad, &[], &["--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("repots"));
+}

@@ -495,7 +495,7 @@ fn a_metalic_sweep_writes_its_rounds_to_s3() {
     let sweep = dir.path().join("metalic.yaml");
     std::fs::write(
         &sweep,
-        "version: 1\nname: metalic-lake\nkind: metalic\nseed: 1\nmetalic:\n  family: poisson\n  hidden: [8]\n  points: { boundary: 20, collocation: 40, interface: 11 }\n  adam: { steps: 20 }\n  lbfgs: { iterations: 10 }\n  policies: [thompson, random]\n  warmup: 2\n  rounds: 2\n  test: 1\n  fit_iterations: 10\n",
+        "version: 1\nname: metalic-lake\nkind: metalic\nseed: 1\nmetalic:\n  family: poisson\n  hidden: [8]\n  points: { boundary: 20, collocation: 40, interface: 11 }\n  adam: { steps: 20 }\n  lbfgs: { iterations: 10 }\n  two_stage: true\n  policies: [thompson, random]\n  warmup: 2\n  rounds: 2\n  test: 1\n  fit_iterations: 10\n",
     )
     .unwrap();
     let out = dir.path().join("run");
@@ -526,6 +526,16 @@ fn a_metalic_sweep_writes_its_rounds_to_s3() {
         )
     });
     assert_eq!(rounds.height(), 2 * 4);
+    // Two-stage: an arm and a prediction per phase.
+    for c in [
+        "arm_0",
+        "arm_1",
+        "predicted_mean_1",
+        "reward_phase_0",
+        "reward_phase_1",
+    ] {
+        assert!(rounds.column(c).is_ok(), "no `{c}` column");
+    }
     assert_eq!(tests.height(), 2);
     assert!(image.starts_with(b"\x89PNG"));
     assert!(

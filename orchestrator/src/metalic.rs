@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 use tessera_core::metalic_sweep::{
-    MetalicSummary, ROUNDS_TABLE, RoundRecord, Rule, Stage, TESTS_TABLE, arm_terms, format_arm,
+    MetalicSpec, MetalicSummary, ROUNDS_TABLE, RoundRecord, Rule, Stage, TESTS_TABLE,
 };
 
 use crate::lake::ObjectStore;
@@ -38,7 +38,7 @@ pub struct PolicyScore {
     pub tests: usize,
     /// Mean test reward (`−log10` error).
     pub test_reward: f64,
-    /// Median test error.
+    /// Median test error (PINN tasks) or objective (program tasks).
     pub test_median_error: f64,
     /// The arm it played most at test, as terms.
     pub test_arm: String,
@@ -53,27 +53,21 @@ pub struct BanditSummary {
     pub context: String,
     /// Arms in play.
     pub arms: usize,
+    /// What `test_median_error` measures: `error`, or the program's objective.
+    #[serde(default)]
+    pub outcome: String,
     /// Whether each phase had its own arm.
     pub two_stage: bool,
     /// Per policy, in the sweep's order.
     pub policies: Vec<PolicyScore>,
 }
 
-fn rule_name(r: Rule) -> String {
+fn rule_name(spec: &MetalicSpec, r: Rule) -> String {
     match r {
         Rule::Ucb => "ucb".into(),
         Rule::Thompson => "thompson".into(),
         Rule::Random => "random".into(),
-        Rule::Fixed(a) => format!("fixed:{}", format_arm(a)),
-    }
-}
-
-fn terms_text(arm: u32) -> String {
-    let t: Vec<&str> = arm_terms(arm).iter().map(|t| t.as_str()).collect();
-    if t.is_empty() {
-        "none".into()
-    } else {
-        t.join("+")
+        Rule::Fixed(a) => format!("fixed:{}", spec.arm_text(a)),
     }
 }
 
@@ -106,11 +100,11 @@ pub fn bandit_summary(s: &MetalicSummary) -> BanditSummary {
             let test_arm = counts
                 .iter()
                 .max_by_key(|(a, n)| (**n, std::cmp::Reverse(**a)))
-                .map_or_else(String::new, |(a, _)| terms_text(*a));
+                .map_or_else(String::new, |(a, _)| s.spec.arm_names(*a));
             let (test_reward, test_median_error, tests) = scores[p];
             PolicyScore {
                 name: policy.name.clone(),
-                rule: rule_name(policy.rule),
+                rule: rule_name(&s.spec, policy.rule),
                 rounds: play.len(),
                 play_reward: play.iter().sum::<f64>() / play.len().max(1) as f64,
                 regret: regret[p],
@@ -122,14 +116,15 @@ pub fn bandit_summary(s: &MetalicSummary) -> BanditSummary {
         })
         .collect();
     BanditSummary {
-        family: s.spec.family.as_str().into(),
+        family: s.spec.label(),
         context: format!(
             "{} in [{}, {}]",
-            s.spec.family.context_name(),
+            s.spec.context_name(),
             s.spec.context[0],
             s.spec.context[1]
         ),
         arms: s.spec.arms().len(),
+        outcome: s.spec.outcome_name(),
         two_stage: s.spec.two_stage,
         policies,
     }
@@ -161,7 +156,7 @@ fn frame(s: &MetalicSummary, test: bool, table: &str) -> Result<DataFrame, Store
         Column::new(
             "rule".into(),
             recs.iter()
-                .map(|r| rule_name(s.spec.policies[r.policy].rule))
+                .map(|r| rule_name(&s.spec, s.spec.policies[r.policy].rule))
                 .collect::<Vec<_>>(),
         ),
         Column::new(
@@ -173,7 +168,7 @@ fn frame(s: &MetalicSummary, test: bool, table: &str) -> Result<DataFrame, Store
             recs.iter().map(|r| r.round).collect::<Vec<_>>(),
         ),
         Column::new(
-            s.spec.family.context_name().into(),
+            s.spec.context_name().into(),
             recs.iter().map(|r| r.context).collect::<Vec<_>>(),
         ),
     ];
@@ -181,13 +176,13 @@ fn frame(s: &MetalicSummary, test: bool, table: &str) -> Result<DataFrame, Store
         cols.push(Column::new(
             name("arm", k, slots).into(),
             recs.iter()
-                .map(|r| r.arms.get(k).map(|a| format_arm(*a)))
+                .map(|r| r.arms.get(k).map(|a| s.spec.arm_text(*a)))
                 .collect::<Vec<_>>(),
         ));
         cols.push(Column::new(
             name("terms", k, slots).into(),
             recs.iter()
-                .map(|r| r.arms.get(k).map(|a| terms_text(*a)))
+                .map(|r| r.arms.get(k).map(|a| s.spec.arm_names(*a)))
                 .collect::<Vec<_>>(),
         ));
         cols.push(Column::new(
@@ -222,7 +217,7 @@ fn frame(s: &MetalicSummary, test: bool, table: &str) -> Result<DataFrame, Store
         recs.iter().map(|r| r.reward()).collect::<Vec<_>>(),
     ));
     cols.push(Column::new(
-        "error".into(),
+        s.spec.outcome_name().into(),
         recs.iter().map(|r| r.error()).collect::<Vec<_>>(),
     ));
     cols.push(Column::new(
@@ -232,6 +227,7 @@ fn frame(s: &MetalicSummary, test: bool, table: &str) -> Result<DataFrame, Store
                 r.phases
                     .as_ref()
                     .map(|p| p.iter().map(|p| p.wall_s).sum::<f64>())
+                    .filter(|v| v.is_finite())
             })
             .collect::<Vec<_>>(),
     ));
@@ -266,8 +262,14 @@ pub async fn finish(store: &ObjectStore, s: &MetalicSummary) -> Result<BanditSum
     let rounds = frame(s, false, ROUNDS_TABLE)?;
     let tests = frame(s, true, TESTS_TABLE)?;
     let tmp = tempfile::tempdir().map_err(|e| ReportError::NotARun(e.to_string()))?;
-    let files = render(&rounds, &tests, s.spec.family.context_name(), tmp.path())
-        .map_err(ReportError::NotARun)?;
+    let files = render(
+        &rounds,
+        &tests,
+        &s.spec.context_name(),
+        &s.spec.outcome_name(),
+        tmp.path(),
+    )
+    .map_err(ReportError::NotARun)?;
     put_frame(store, ROUNDS_TABLE, rounds).await?;
     put_frame(store, TESTS_TABLE, tests).await?;
     for path in files {
@@ -301,7 +303,7 @@ pub async fn load(store: &ObjectStore) -> Option<BanditSummary> {
 /// The summary as text: one line per policy, best test reward first.
 pub fn format_summary(s: &BanditSummary) -> String {
     let mut out = format!(
-        "{} family, {}, {} arms{}\n",
+        "{}: {}, {} arms{}\n",
         s.family,
         s.context,
         s.arms,
@@ -312,7 +314,7 @@ pub fn format_summary(s: &BanditSummary) -> String {
         }
     );
     out.push_str(&format!(
-        "  {:<12} {:<20} {:>6} {:>10} {:>9} {:>6} {:>11} {:>12}  {}\n",
+        "  {:<12} {:<20} {:>6} {:>10} {:>9} {:>6} {:>11} {:>14}  {}\n",
         "policy",
         "rule",
         "rounds",
@@ -320,14 +322,14 @@ pub fn format_summary(s: &BanditSummary) -> String {
         "regret",
         "tests",
         "test rew. ↑",
-        "test err. ↓",
+        format!("median {}", s.outcome),
         "arm at test (most often)"
     ));
     let mut order: Vec<&PolicyScore> = s.policies.iter().collect();
     order.sort_by(|a, b| b.test_reward.total_cmp(&a.test_reward));
     for p in order {
         out.push_str(&format!(
-            "  {:<12} {:<20} {:>6} {:>10.3} {:>9.2} {:>6} {:>11.3} {:>12.4}  {}\n",
+            "  {:<12} {:<20} {:>6} {:>10.3} {:>9.2} {:>6} {:>11.3} {:>14.4}  {}\n",
             p.name,
             p.rule,
             p.rounds,
@@ -339,7 +341,11 @@ pub fn format_summary(s: &BanditSummary) -> String {
             p.test_arm
         ));
     }
-    out.push_str("(reward = −log10 of the relative L2 error; test err. is the median)\n");
+    out.push_str(if s.outcome == "error" {
+        "(reward: −log10 of the relative L2 error; regret: against the best arm any policy played on the same round)\n"
+    } else {
+        "(reward: the objective, negated if minimised; regret: against the best arm any policy played on the same round)\n"
+    });
     out
 }
 
@@ -465,6 +471,7 @@ pub fn render(
     rounds: &DataFrame,
     tests: &DataFrame,
     context: &str,
+    outcome: &str,
     out: &Path,
 ) -> Result<Vec<PathBuf>, String> {
     crate::plot::register_font();
@@ -483,12 +490,25 @@ pub fn render(
     }
     if tests.height() > 0 {
         let path = out.join("test_error.png");
+        let (caption, axis, log) = if outcome == "error" {
+            (
+                "Test error per context (greedy arm on fresh contexts)",
+                "relative L2 error",
+                true,
+            )
+        } else {
+            (
+                "Test objective per context (greedy arm on fresh contexts)",
+                outcome,
+                false,
+            )
+        };
         line_chart(
             &path,
-            "Test error per context (greedy arm on fresh contexts)",
-            (context, "relative L2 error"),
-            &series(tests, context, "error")?,
-            true,
+            caption,
+            (context, axis),
+            &series(tests, context, outcome)?,
+            log,
         )?;
         files.push(path);
     }
@@ -499,7 +519,7 @@ pub fn render(
 pub async fn plot(
     store: &ObjectStore,
     out: &Path,
-    context: &str,
+    spec: &MetalicSpec,
 ) -> Result<Vec<PathBuf>, ReportError> {
     let rounds = read_table_from(store, ROUNDS_TABLE).await?;
     let tests = read_table_from(store, TESTS_TABLE).await?;
@@ -508,5 +528,12 @@ pub async fn plot(
             "the sweep has not completed: its rounds table is written at the end".into(),
         ));
     }
-    render(&rounds, &tests, context, out).map_err(ReportError::NotARun)
+    render(
+        &rounds,
+        &tests,
+        &spec.context_name(),
+        &spec.outcome_name(),
+        out,
+    )
+    .map_err(ReportError::NotARun)
 }

@@ -149,7 +149,7 @@ pub async fn plot_run(
         )
         .await
         .map_err(|e| ReportError::from(crate::store::StoreError::from(e)))?;
-        return Ok(crate::metalic::plot(&store, out, m.family.context_name()).await?);
+        return Ok(crate::metalic::plot(&store, out, m).await?);
     }
     let trials_df = read_results(dir, TRIALS).await.map_err(ReportError::from)?;
     let metrics_df = read_results(dir, METRICS)

@@ -150,7 +150,12 @@ impl Term {
 /// An arm as text: one `0`/`1` per term in bit order (`"010100000"` is average +
 /// residual continuity).
 pub fn format_arm(arm: u32) -> String {
-    (0..Term::ALL.len())
+    format_bits(arm, Term::ALL.len())
+}
+
+/// The first `n` bits of `arm`, lowest first, as `0`/`1` text.
+pub fn format_bits(arm: u32, n: usize) -> String {
+    (0..n)
         .map(|i| if arm >> i & 1 == 1 { '1' } else { '0' })
         .collect()
 }
@@ -173,6 +178,36 @@ pub fn arm_terms(arm: u32) -> Vec<Term> {
         .into_iter()
         .filter(|t| arm & t.bit() != 0)
         .collect()
+}
+
+/// A bandit over any program: the context is one of its hyperparameters, the arm sets
+/// others to one of two values each, the reward is its objective (negated when it is
+/// minimised).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramTask {
+    /// The program trials run.
+    pub program: String,
+    /// The objective metric.
+    pub metric: String,
+    /// Its goal.
+    pub goal: crate::spec::Goal,
+    /// The context hyperparameter.
+    pub context_param: String,
+    /// Switches: name, off value, on value.
+    pub switches: Vec<(String, ParamValue, ParamValue)>,
+    /// Other hyperparameters, fixed.
+    pub fixed: Vec<(String, ParamValue)>,
+}
+
+/// What a program-task sweep's top level gives the `metalic` section.
+#[derive(Debug, Clone, Default)]
+pub struct Outer {
+    /// Top-level `program`.
+    pub program: Option<String>,
+    /// Top-level `objective`.
+    pub objective: Option<(String, crate::spec::Goal)>,
+    /// Top-level `space` (fixed values only).
+    pub fixed: Vec<(String, ParamValue)>,
 }
 
 /// How a policy picks arms.
@@ -277,8 +312,20 @@ pub struct RawWeights {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetalic {
-    /// `advection`, `reaction` or `poisson`.
-    pub family: String,
+    /// `advection`, `reaction` or `poisson` (a PINN task); leave it out to play the
+    /// bandit over any program (top-level `program` and `objective`, with
+    /// `context_param` and `switches`).
+    #[serde(default)]
+    pub family: Option<String>,
+    /// Program tasks: the hyperparameter that is the context (a float drawn from
+    /// `context` each round).
+    #[serde(default)]
+    pub context_param: Option<String>,
+    /// Program tasks: the arm's switches, each a hyperparameter with its off and on value
+    /// (`{ optimizer: [sgd, adam], depth: [1, 2] }`); bit `i` is the `i`-th switch.
+    #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, Vec<serde_json::Value>>>")]
+    pub switches: Option<serde_yaml::Mapping>,
     /// The family parameter's range `[low, high]`, drawn uniformly each round (default:
     /// the reference's, e.g. β ∈ [1, 30]).
     #[serde(default)]
@@ -331,8 +378,10 @@ pub struct RawMetalic {
 /// A validated `metalic` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetalicSpec {
-    /// The PDE family.
-    pub family: Family,
+    /// The PDE family (PINN tasks).
+    pub family: Option<Family>,
+    /// The program task (when there is no family).
+    pub program: Option<ProgramTask>,
     /// The context range.
     pub context: [f64; 2],
     /// Bits the arms may switch (a mask over [`Term::ALL`]).
@@ -463,28 +512,176 @@ fn terms_hint() -> String {
     format!("interface terms are {}", names.join(", "))
 }
 
+/// The most switches a program task may have (arms are enumerated).
+pub const MAX_SWITCHES: usize = 12;
+
+fn yaml_scalar(v: &serde_yaml::Value) -> Option<ParamValue> {
+    match v {
+        serde_yaml::Value::Bool(b) => Some(ParamValue::Bool(*b)),
+        serde_yaml::Value::Number(n) => n
+            .as_i64()
+            .map(ParamValue::Int)
+            .or_else(|| n.as_f64().map(ParamValue::Float)),
+        serde_yaml::Value::String(s) => Some(ParamValue::Str(s.clone())),
+        _ => None,
+    }
+}
+
 impl RawMetalic {
-    /// Checks the section; errors are located under `metalic`.
-    pub fn validate(self) -> Result<MetalicSpec, Problem> {
-        let family = Family::parse(&self.family).ok_or_else(|| {
-            at(
-                &key(&["family"]),
-                format!("unknown PDE family `{}`", self.family),
-                "use `advection`, `reaction` or `poisson`",
-            )
-        })?;
-        let context = self.context.unwrap_or_else(|| family.default_range());
+    /// A program task: the top level's program, objective and fixed values, with this
+    /// section's context hyperparameter and switches.
+    fn program_task(&self, outer: &Outer) -> Result<ProgramTask, Problem> {
+        let pinn_only = [
+            ("terms", self.terms.is_some()),
+            ("hidden", self.hidden.is_some()),
+            (
+                "points",
+                self.points.boundary.is_some()
+                    || self.points.collocation.is_some()
+                    || self.points.interface.is_some(),
+            ),
+            (
+                "weights",
+                self.weights.boundary.is_some()
+                    || self.weights.residual.is_some()
+                    || self.weights.interface.is_some(),
+            ),
+            (
+                "adam",
+                self.adam.steps.is_some() || self.adam.learning_rate.is_some(),
+            ),
+            (
+                "lbfgs",
+                self.lbfgs.iterations.is_some() || self.lbfgs.history.is_some(),
+            ),
+            ("two_stage", self.two_stage.is_some()),
+        ];
+        if let Some((k, _)) = pinn_only.iter().find(|(_, there)| *there) {
+            return Err(at(
+                &key(&[k]),
+                format!("`{k}` is for PINN tasks, and this sweep has no `family`"),
+                "add `family:` for a PINN task, or remove it when the bandit plays a program",
+            ));
+        }
+        let Some(program) = outer.program.clone() else {
+            return Err(at(
+                &key(&[]),
+                "a metalic sweep needs a PDE `family`, or a top-level `program` for the bandit to play",
+                "add `family: advection` (or reaction, poisson), or `program:` with `metalic.context_param` and `metalic.switches`",
+            ));
+        };
+        let Some((metric, goal)) = outer.objective.clone() else {
+            return Err(at(
+                &[],
+                "a metalic sweep over a program needs an `objective`",
+                "add e.g. `objective: { metric: val_accuracy, goal: maximize }` (the reward)",
+            ));
+        };
+        let Some(context_param) = self.context_param.clone() else {
+            return Err(at(
+                &key(&[]),
+                "a metalic sweep over a program needs `context_param`",
+                "name the hyperparameter drawn from `context` each round, e.g. `context_param: weight_decay`",
+            ));
+        };
+        if self.context.is_none() {
+            return Err(at(
+                &key(&["context_param"]),
+                "a metalic sweep over a program needs the context's range",
+                "add `context: [low, high]`",
+            ));
+        }
+        let mut switches = Vec::new();
+        for (k, v) in self.switches.iter().flatten() {
+            let name = k.as_str().unwrap_or_default().to_owned();
+            let path = key(&["switches", &name]);
+            let values: Vec<ParamValue> = match v {
+                serde_yaml::Value::Sequence(items) => {
+                    items.iter().filter_map(yaml_scalar).collect()
+                }
+                _ => Vec::new(),
+            };
+            let [off, on] = values.as_slice() else {
+                return Err(at(
+                    &path,
+                    format!("switch `{name}` needs two values"),
+                    "give `[off value, on value]`, e.g. `[sgd, adam]`",
+                ));
+            };
+            if off == on {
+                return Err(at(
+                    &path,
+                    format!("switch `{name}` has the same value twice"),
+                    "give two different values",
+                ));
+            }
+            if name == context_param || outer.fixed.iter().any(|(f, _)| *f == name) {
+                return Err(at(
+                    &path,
+                    format!("`{name}` is also the context or a fixed value"),
+                    "give each hyperparameter one role",
+                ));
+            }
+            switches.push((name, off.clone(), on.clone()));
+        }
+        if switches.is_empty() || switches.len() > MAX_SWITCHES {
+            return Err(at(
+                &key(&["switches"]),
+                format!(
+                    "{} switches; a program task takes 1 to {MAX_SWITCHES}",
+                    switches.len()
+                ),
+                "e.g. `switches: { optimizer: [sgd, adam], depth: [1, 2] }`",
+            ));
+        }
+        if outer.fixed.iter().any(|(f, _)| *f == context_param) {
+            return Err(at(
+                &key(&["context_param"]),
+                format!("`{context_param}` is also fixed in `space`"),
+                "remove it from `space`",
+            ));
+        }
+        Ok(ProgramTask {
+            program,
+            metric,
+            goal,
+            context_param,
+            switches,
+            fixed: outer.fixed.clone(),
+        })
+    }
+
+    /// Checks the section (and, for a program task, what the top level gives it);
+    /// errors are located under `metalic`.
+    pub fn validate(self, outer: &Outer) -> Result<MetalicSpec, Problem> {
+        let program = match self.family {
+            None => Some(self.program_task(outer)?),
+            Some(_) => None,
+        };
+        let family = match &self.family {
+            Some(f) => Some(Family::parse(f).ok_or_else(|| {
+                at(
+                    &key(&["family"]),
+                    format!("unknown PDE family `{f}`"),
+                    "use `advection`, `reaction` or `poisson`",
+                )
+            })?),
+            None => None,
+        };
+        // Program tasks keep the PINN settings at their (unused) defaults.
+        let pde = family.unwrap_or(Family::Advection);
+        let context = self.context.unwrap_or_else(|| pde.default_range());
         if !(context[0].is_finite() && context[1].is_finite() && context[0] < context[1]) {
             return Err(at(
                 &key(&["context"]),
                 format!("context range [{}, {}] is empty", context[0], context[1]),
                 format!(
                     "give `[low, high]` with low < high, e.g. {:?}",
-                    family.default_range()
+                    pde.default_range()
                 ),
             ));
         }
-        if family == Family::Poisson && context[0] <= 0.0 {
+        if family == Some(Family::Poisson) && context[0] <= 0.0 {
             return Err(at(
                 &key(&["context"]),
                 "poisson sharpness must be positive",
@@ -509,6 +706,9 @@ impl RawMetalic {
                 ));
             }
             terms |= t.bit();
+        }
+        if let Some(p) = &program {
+            terms = (1u32 << p.switches.len()) - 1;
         }
         if terms == 0 {
             return Err(at(
@@ -544,7 +744,7 @@ impl RawMetalic {
             &["metalic", "points", "interface"],
             "e.g. 101",
         )?;
-        let limit = match family {
+        let limit = match pde {
             Family::Advection => 357,
             Family::Reaction => 201,
             Family::Poisson => 250,
@@ -554,7 +754,7 @@ impl RawMetalic {
                 &key(&["points", "boundary"]),
                 format!(
                     "{boundary} boundary points per subdomain; the {} problem has {limit} candidates",
-                    family.as_str()
+                    pde.as_str()
                 ),
                 format!("use at most {limit}"),
             ));
@@ -631,6 +831,23 @@ impl RawMetalic {
                     for (j, n) in fixed.iter().enumerate() {
                         let mut tp = path.clone();
                         tp.extend([PathStep::Key("fixed".into()), PathStep::Index(j)]);
+                        if let Some(task) = &program {
+                            let i =
+                                task.switches
+                                    .iter()
+                                    .position(|s| s.0 == *n)
+                                    .ok_or_else(|| {
+                                        let names: Vec<&str> =
+                                            task.switches.iter().map(|s| s.0.as_str()).collect();
+                                        at(
+                                            &tp,
+                                            format!("unknown switch `{n}`"),
+                                            format!("switches are {}", names.join(", ")),
+                                        )
+                                    })?;
+                            arm |= 1 << i;
+                            continue;
+                        }
                         let t = Term::parse(n).ok_or_else(|| {
                             at(&tp, format!("unknown interface term `{n}`"), terms_hint())
                         })?;
@@ -715,6 +932,7 @@ impl RawMetalic {
         )?;
         Ok(MetalicSpec {
             family,
+            program,
             context,
             terms,
             hidden,
@@ -764,15 +982,78 @@ impl Stage {
 const SHARED: usize = usize::MAX;
 
 impl MetalicSpec {
-    /// Arms in play: every subset of the allowed terms, ascending.
+    /// Arms in play: every subset of the allowed terms (or switches), ascending.
     pub fn arms(&self) -> Vec<u32> {
-        (0..1u32 << Term::ALL.len())
+        (0..1u32 << self.bits())
             .filter(|a| a & !self.terms == 0)
             .collect()
     }
 
-    /// Training phases (1 or 2).
+    /// Bits of an arm: the nine interface terms, or the program task's switches.
+    pub fn bits(&self) -> u32 {
+        self.program
+            .as_ref()
+            .map_or(Term::ALL.len(), |p| p.switches.len()) as u32
+    }
+
+    /// An arm as `0`/`1` text, one digit per bit.
+    pub fn arm_text(&self, arm: u32) -> String {
+        format_bits(arm, self.bits() as usize)
+    }
+
+    /// The terms (or switches) an arm turns on, `+`-joined, or `none`.
+    pub fn arm_names(&self, arm: u32) -> String {
+        let names: Vec<String> = match &self.program {
+            Some(p) => p
+                .switches
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| arm >> i & 1 == 1)
+                .map(|(_, s)| s.0.clone())
+                .collect(),
+            None => arm_terms(arm)
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+        };
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join("+")
+        }
+    }
+
+    /// What the sweep trains: the PDE family, or the program.
+    pub fn label(&self) -> String {
+        match (&self.program, self.family) {
+            (Some(p), _) => p.program.clone(),
+            (None, Some(f)) => f.as_str().to_owned(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The context's name: `beta`, `rho`, `sharpness`, or the program's hyperparameter.
+    pub fn context_name(&self) -> String {
+        match (&self.program, self.family) {
+            (Some(p), _) => p.context_param.clone(),
+            (None, Some(f)) => f.context_name().to_owned(),
+            (None, None) => "context".into(),
+        }
+    }
+
+    /// What a round's `error` column holds: the PINN's relative L2 error, or the
+    /// program's objective.
+    pub fn outcome_name(&self) -> String {
+        self.program
+            .as_ref()
+            .map_or_else(|| "error".to_owned(), |p| p.metric.clone())
+    }
+
+    /// Training phases (1 or 2; a program task has one).
     pub fn phases(&self) -> usize {
+        if self.program.is_some() {
+            return 1;
+        }
         usize::from(self.adam_steps > 0) + usize::from(self.lbfgs_iterations > 0)
     }
 
@@ -843,6 +1124,26 @@ impl MetalicSpec {
 
     /// The parameters every trial carries, as a search space.
     pub fn space(&self) -> SearchSpace {
+        if let Some(p) = &self.program {
+            let mut params: BTreeMap<String, Domain> = p
+                .fixed
+                .iter()
+                .map(|(k, v)| (k.clone(), Domain::Fixed(v.clone())))
+                .collect();
+            params.insert(
+                p.context_param.clone(),
+                Domain::Float {
+                    low: self.context[0],
+                    high: self.context[1],
+                    scale: Scale::Linear,
+                    grid: None,
+                },
+            );
+            for (name, off, on) in &p.switches {
+                params.insert(name.clone(), Domain::Choice(vec![off.clone(), on.clone()]));
+            }
+            return SearchSpace { params };
+        }
         let mut params: BTreeMap<String, Domain> = self
             .fixed()
             .into_iter()
@@ -881,8 +1182,9 @@ impl MetalicSpec {
     fn fixed(&self) -> Vec<(&'static str, ParamValue)> {
         let int = |v: u32| ParamValue::Int(i64::from(v));
         let hidden: Vec<String> = self.hidden.iter().map(u32::to_string).collect();
+        let family = self.family.map_or("", |f| f.as_str());
         vec![
-            ("family", ParamValue::Str(self.family.as_str().into())),
+            ("family", ParamValue::Str(family.into())),
             ("hidden", ParamValue::Str(hidden.join(","))),
             ("boundary_points", int(self.boundary)),
             ("collocation_points", int(self.collocation)),
@@ -901,6 +1203,22 @@ impl MetalicSpec {
     }
 
     fn params(&self, stage: Stage, round: u32, context: f64, arms: &[u32]) -> Params {
+        if let Some(task) = &self.program {
+            let mut p: Params = task.fixed.iter().cloned().collect();
+            p.insert(task.context_param.clone(), ParamValue::Float(context));
+            let arm = arms.first().copied().unwrap_or(0);
+            for (i, (name, off, on)) in task.switches.iter().enumerate() {
+                p.insert(
+                    name.clone(),
+                    if arm >> i & 1 == 1 {
+                        on.clone()
+                    } else {
+                        off.clone()
+                    },
+                );
+            }
+            return p;
+        }
         let mut p: Params = self
             .fixed()
             .into_iter()
@@ -1192,7 +1510,7 @@ impl MetalicSearcher {
                                 | (u64::from(stage == Stage::Test) << 32),
                         ));
                         suggest(
-                            Term::ALL.len() as u32,
+                            spec.bits(),
                             &data,
                             &standard,
                             &arms_all,
@@ -1228,8 +1546,18 @@ impl MetalicSearcher {
         }
     }
 
-    /// The phases of an outcome, from its `phases` artifact.
-    fn phase_outcomes(outcome: &TrialOutcome) -> Option<Vec<PhaseOutcome>> {
+    /// The phases of an outcome: from its `phases` artifact, or for a program task its
+    /// objective (the reward is the objective, negated when it is minimised).
+    fn phase_outcomes(&self, outcome: &TrialOutcome) -> Option<Vec<PhaseOutcome>> {
+        if let Some(p) = &self.spec.program {
+            let v = outcome.objective.filter(|v| v.is_finite())?;
+            return Some(vec![PhaseOutcome {
+                error: v,
+                reward: p.goal.score(v),
+                loss: f64::NAN,
+                wall_s: f64::NAN,
+            }]);
+        }
         let a = outcome.artifacts.iter().find(|a| a.table == PHASES_TABLE)?;
         let (error, reward, loss, wall) = (
             a.f64s("error")?,
@@ -1317,7 +1645,7 @@ impl Searcher for MetalicSearcher {
         };
         let phases = match outcome.status {
             TrialStatus::Failed => None,
-            _ => Self::phase_outcomes(outcome),
+            _ => self.phase_outcomes(outcome),
         };
         for i in ids {
             self.records[i].failed = phases.is_none();
@@ -1411,7 +1739,7 @@ mod tests {
             }
         }
         let raw: RawMetalic = serde_yaml::from_str(&text).unwrap();
-        raw.validate().unwrap()
+        raw.validate(&Outer::default()).unwrap()
     }
 
     fn run(spec: &MetalicSpec, seed: u64) -> MetalicSearcher {
@@ -1585,11 +1913,118 @@ mod tests {
         assert!(s.summary().regret[0].is_nan());
     }
 
+    /// A program task: the context is `x`, the switches set `y` and `reports`.
+    fn program_spec(policies: &str) -> MetalicSpec {
+        let raw: RawMetalic = serde_yaml::from_str(&format!(
+            "context_param: x\ncontext: [0, 1]\nswitches: {{ y: [-0.2, 0.5], reports: [1, 3] }}\npolicies: {policies}\nwarmup: 3\nrounds: 12\ntest: 4\nfit_iterations: 20\n"
+        ))
+        .unwrap();
+        let outer = Outer {
+            program: Some("synthetic".into()),
+            objective: Some(("loss".into(), crate::spec::Goal::Minimize)),
+            fixed: vec![("sleep_ms".into(), ParamValue::Int(0))],
+        };
+        raw.validate(&outer).unwrap()
+    }
+
+    #[test]
+    fn a_program_task_sets_the_context_and_switches_and_rewards_the_objective() {
+        let spec = program_spec("[ucb, random, { name: both, fixed: [y, reports] }]");
+        assert_eq!((spec.bits(), spec.arms().len(), spec.phases()), (2, 4, 1));
+        assert_eq!(spec.arm_names(0b10), "reports");
+        assert_eq!(spec.arm_text(0b10), "01");
+        let space = spec.space();
+        assert!(matches!(space.params.get("x"), Some(Domain::Float { .. })));
+        assert!(matches!(space.params.get("y"), Some(Domain::Choice(v)) if v.len() == 2));
+        assert!(space.params.contains_key("sleep_ms") && !space.params.contains_key("arms"));
+        let mut s = MetalicSearcher::new(spec.clone(), 3);
+        let mut asked = 0;
+        loop {
+            match s.ask() {
+                Ask::Trial(t) => {
+                    asked += 1;
+                    let p = &t.params;
+                    let x = p["x"].as_f64().unwrap();
+                    let y = p["y"].as_f64().unwrap();
+                    let reports = p["reports"].as_i64().unwrap() as f64;
+                    assert_eq!(p.len(), 4, "{p:?}");
+                    // The synthetic program's loss at its last report.
+                    let loss = (x - 0.3).powi(2) + (y + 0.2).powi(2) + 1.0 / reports;
+                    s.tell(&TrialOutcome {
+                        trial_id: t.trial_id,
+                        status: TrialStatus::Finished,
+                        objective: Some(loss),
+                        steps: reports as u64,
+                        artifacts: Vec::new(),
+                    });
+                }
+                Ask::Wait => unreachable!("every trial is told at once"),
+                Ask::Done => break,
+            }
+        }
+        assert_eq!(asked, spec.trials());
+        let summary = s.summary();
+        let r = &summary.records[0];
+        assert!(
+            (r.reward().unwrap() + r.error().unwrap()).abs() < 1e-12,
+            "minimised: reward = −loss"
+        );
+        // The best arm is y off (−0.2), reports on (3): the bandit finds it by the test.
+        let tests: Vec<&RoundRecord> = summary
+            .records
+            .iter()
+            .filter(|r| r.policy == 0 && r.stage == Stage::Test)
+            .collect();
+        assert!(tests.iter().all(|r| r.arms == vec![0b10]), "{tests:?}");
+        let regret = summary.total_regret();
+        assert!(regret[0] < regret[1], "{regret:?}");
+    }
+
+    #[test]
+    fn program_task_mistakes_are_located() {
+        let outer = Outer {
+            program: Some("synthetic".into()),
+            objective: Some(("loss".into(), crate::spec::Goal::Minimize)),
+            fixed: Vec::new(),
+        };
+        let bad = |yaml: &str, outer: &Outer| -> Problem {
+            let raw: RawMetalic = serde_yaml::from_str(yaml).unwrap();
+            raw.validate(outer).unwrap_err()
+        };
+        let p = bad(
+            "context_param: x\ncontext: [0, 1]\nswitches: { y: [1] }",
+            &outer,
+        );
+        assert!(p.message.contains("needs two values"), "{p:?}");
+        let p = bad(
+            "context_param: x\ncontext: [0, 1]\nswitches: { y: [1, 2] }\nhidden: [4]",
+            &outer,
+        );
+        assert!(p.message.contains("PINN tasks"), "{p:?}");
+        let p = bad("context: [0, 1]\nswitches: { y: [1, 2] }", &outer);
+        assert!(p.message.contains("context_param"), "{p:?}");
+        let p = bad(
+            "context_param: x\ncontext: [0, 1]\nswitches: { x: [1, 2] }",
+            &outer,
+        );
+        assert!(p.hint.contains("one role"), "{p:?}");
+        let p = bad(
+            "context_param: x\ncontext: [0, 1]\nswitches: { y: [1, 2] }\npolicies: [{ name: a, fixed: [z] }]",
+            &outer,
+        );
+        assert!(p.message.contains("unknown switch `z`"), "{p:?}");
+        let p = bad(
+            "context_param: x\ncontext: [0, 1]\nswitches: { y: [1, 2] }",
+            &Outer::default(),
+        );
+        assert!(p.message.contains("PDE `family`"), "{p:?}");
+    }
+
     #[test]
     fn mistakes_are_located() {
         let bad = |yaml: &str| -> Problem {
             let raw: RawMetalic = serde_yaml::from_str(yaml).unwrap();
-            raw.validate().unwrap_err()
+            raw.validate(&Outer::default()).unwrap_err()
         };
         let p = bad("family: heat");
         assert!(p.message.contains("unknown PDE family"), "{}", p.message);

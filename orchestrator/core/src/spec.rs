@@ -524,7 +524,7 @@ impl RawSweep {
         let kind_program = match (&fractal, &nas, &metalic) {
             (Some(_), _, _) => Some(crate::fractal_sweep::TILE_PROGRAM),
             (_, Some(_), _) => Some(crate::nas_sweep::PROGRAM),
-            (_, _, Some(_)) => Some(crate::metalic_sweep::PROGRAM),
+            (_, _, Some(m)) if m.program.is_none() => Some(crate::metalic_sweep::PROGRAM),
             _ => None,
         };
         let program = match (&self.program, kind_program) {
@@ -558,7 +558,7 @@ impl RawSweep {
         let raw_objective = match (&self.objective, &fractal, &nas) {
             (Some(o), _, _) => o.clone(),
             // Each round reports −log10 of its relative L2 error.
-            (None, _, _) if metalic.is_some() => RawObjective {
+            (None, _, _) if metalic.as_ref().is_some_and(|m| m.program.is_none()) => RawObjective {
                 metric: "reward".into(),
                 goal: Goal::Maximize,
             },
@@ -893,7 +893,8 @@ impl RawSweep {
                 format!("remove it: {trials_hint}"),
             ));
         }
-        if self.objective.is_some() && kind == SweepKind::Metalic {
+        let pinn = self.metalic.as_ref().is_none_or(|m| m.family.is_some());
+        if self.objective.is_some() && kind == SweepKind::Metalic && pinn {
             return Err(Problem::new(
                 &["objective"],
                 "metalic sweeps maximise each round's reward, −log10 of the relative L2 error",
@@ -966,9 +967,12 @@ impl RawSweep {
 impl RawSweep {
     /// The `metalic` section, checked likewise.
     fn metalic_section(&self) -> Result<Option<crate::metalic_sweep::MetalicSpec>, Problem> {
+        // A PINN task (with `family`) defines everything; a program task takes the
+        // program, its dataset, objective and fixed values from the top level.
+        let pinn = self.metalic.as_ref().is_none_or(|m| m.family.is_some());
         let replaced = [
-            ("space", !self.space.is_empty()),
-            ("dataset", self.dataset.is_some()),
+            ("space", pinn && !self.space.is_empty()),
+            ("dataset", pinn && self.dataset.is_some()),
             ("early_stopping", self.early_stopping.is_some()),
         ];
         if !self.kind_section(
@@ -987,7 +991,25 @@ impl RawSweep {
                 "add `metalic:` with the PDE family and the policies; see configs/metalic.yaml",
             ));
         };
-        raw.validate().map(Some)
+        let mut fixed = Vec::new();
+        for (name, value) in &self.space {
+            match scalar(value) {
+                Some(v) if !pinn => fixed.push((name.clone(), v)),
+                _ => {
+                    return Err(Problem::new(
+                        &["space", name],
+                        format!("`{name}` is not a fixed value"),
+                        "a metalic sweep's space holds fixed values only: the bandit sets the context and the switches",
+                    ));
+                }
+            }
+        }
+        let outer = crate::metalic_sweep::Outer {
+            program: self.program.clone(),
+            objective: self.objective.as_ref().map(|o| (o.metric.clone(), o.goal)),
+            fixed,
+        };
+        raw.validate(&outer).map(Some)
     }
 }
 

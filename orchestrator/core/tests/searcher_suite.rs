@@ -249,7 +249,7 @@ mod metalic {
              warmup: 3\nrounds: 8\ntest: 3\nbatch: 3\nfit_iterations: 20\ntwo_stage: {two_stage}\n"
         ))
         .unwrap();
-        raw.validate().unwrap()
+        raw.validate(&Default::default()).unwrap()
     }
 
     /// Every interaction of a whole run, in order; outcomes come back newest first.
