@@ -44,6 +44,22 @@ pub struct PinnConfig {
     pub weights: [f64; 3],
 }
 
+impl PinnConfig {
+    /// The reference's setting: `[2, 20, 20, 1]` networks, 100 boundary, 1000
+    /// collocation and 101 interface points, loss weights 20 / 1 / 5.
+    pub fn reference(family: Family, context: f64) -> PinnConfig {
+        PinnConfig {
+            family,
+            context,
+            hidden: vec![20, 20],
+            boundary: 100,
+            collocation: 1000,
+            interface: 101,
+            weights: [20.0, 1.0, 5.0],
+        }
+    }
+}
+
 /// One optimisation phase.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Phase {
@@ -1071,15 +1087,7 @@ mod tests {
     use super::*;
 
     fn cfg(family: Family, context: f64) -> PinnConfig {
-        PinnConfig {
-            family,
-            context,
-            hidden: vec![20, 20],
-            boundary: 100,
-            collocation: 1000,
-            interface: 101,
-            weights: [20.0, 1.0, 5.0],
-        }
+        PinnConfig::reference(family, context)
     }
 
     /// The network's value at host points, for finite differences.
