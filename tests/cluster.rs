@@ -900,3 +900,58 @@ fn a_nas_sweep_runs_on_worker_nodes_with_the_supernet_shipped_to_them() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Pareto front ("), "{out}");
 }
+
+/// `(status code, body)` of `GET path` on a local port.
+fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// The probes a Kubernetes deployment uses reflect real health: a worker is ready only
+/// while a coordinator has welcomed it, is not ready (but alive) while its coordinator
+/// is gone, and ready again when it comes back; the coordinator is ready once it listens.
+#[test]
+fn readiness_probes_follow_the_coordinator_connection() {
+    let (coord_metrics, worker_metrics) = (free_port(), free_port());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let coord_flag = format!("127.0.0.1:{coord_metrics}");
+    let mut c = Cluster::with(&addr, &addr, &["-v", "--metrics-addr", &coord_flag]);
+    let wait = |port: u16, path: &str, code: u16| {
+        let start = Instant::now();
+        loop {
+            let got = http_status(port, path);
+            if got.as_ref().is_some_and(|(c, _)| *c == code) {
+                return got.unwrap().1;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{path} on {port} never answered {code}: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait(coord_metrics, "/readyz", 200);
+    let mut w = c.worker_cmd("probe", 1);
+    w.args(["--metrics-addr", &format!("127.0.0.1:{worker_metrics}")]);
+    c.workers.push(Proc::spawn(w, c.path("worker-probe.log")));
+    assert_eq!(wait(worker_metrics, "/readyz", 200), "ready\n");
+    c.coordinator.as_mut().unwrap().kill();
+    let why = wait(worker_metrics, "/readyz", 503);
+    assert!(why.contains("coordinator"), "{why}");
+    assert_eq!(
+        wait(worker_metrics, "/healthz", 200),
+        "ok\n",
+        "alive while not ready"
+    );
+    c.start_coordinator();
+    wait(worker_metrics, "/readyz", 200);
+    wait(coord_metrics, "/readyz", 200);
+}

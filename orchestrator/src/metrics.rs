@@ -230,8 +230,26 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Serves `GET /metrics` (Prometheus text format) and `GET /healthz` on `addr` until
-/// the runtime stops. Returns the bound address (`addr` may use port 0).
+/// Why this process is not ready to work, or `None` when it is. `tessera run` is ready
+/// from the start; `tessera serve` once it listens for nodes; `tessera worker` while a
+/// coordinator has welcomed it (a worker that lost its coordinator is not ready).
+static NOT_READY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Marks the process ready (`None`) or not, with the reason `/readyz` gives.
+pub fn set_not_ready(reason: Option<&str>) {
+    if let Ok(mut r) = NOT_READY.lock() {
+        *r = reason.map(str::to_owned);
+    }
+}
+
+fn readiness() -> Option<String> {
+    NOT_READY.lock().ok().and_then(|r| r.clone())
+}
+
+/// Serves `GET /metrics` (Prometheus text format), `GET /healthz` (liveness: the process
+/// answers) and `GET /readyz` (200 when ready, 503 with the reason when not; see
+/// [`set_not_ready`]) on `addr` until the runtime stops. Returns the bound address
+/// (`addr` may use port 0).
 pub async fn serve(addr: SocketAddr, role: Role) -> std::io::Result<SocketAddr> {
     match role {
         Role::Coordinator => init(),
@@ -267,10 +285,18 @@ pub async fn serve(addr: SocketAddr, role: Role) -> std::io::Result<SocketAddr> 
                         render(),
                     ),
                     (true, Some("/healthz")) => ("200 OK", "text/plain", "ok\n".to_owned()),
+                    (true, Some("/readyz")) => match readiness() {
+                        None => ("200 OK", "text/plain", "ready\n".to_owned()),
+                        Some(why) => (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            format!("not ready: {why}\n"),
+                        ),
+                    },
                     (true, _) => (
                         "404 Not Found",
                         "text/plain",
-                        "not found: try /metrics\n".to_owned(),
+                        "not found: try /metrics, /healthz or /readyz\n".to_owned(),
                     ),
                     _ => (
                         "405 Method Not Allowed",

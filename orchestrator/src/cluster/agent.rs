@@ -118,6 +118,7 @@ impl Actor for Agent {
             }
             ToWorker::Welcome { heartbeat_s, drop } => {
                 state.welcomed = true;
+                crate::metrics::set_not_ready(None);
                 state.hello_pending = false;
                 // What went with the hello is delivered; what ended since (a dispatch
                 // can overtake the welcome) goes now.
@@ -264,6 +265,9 @@ impl Actor for Agent {
                 }
             }
             ToWorker::CoordinatorDown => {
+                crate::metrics::set_not_ready(Some(
+                    "the coordinator connection is lost; reconnecting",
+                ));
                 if state.welcomed {
                     tracing::warn!("lost the coordinator; trials keep running, reconnecting");
                 }
@@ -299,6 +303,7 @@ impl Actor for Agent {
 
 /// Runs a worker node until SIGINT/SIGTERM, or until the coordinator refuses it.
 pub async fn run_worker(opts: AgentOptions) -> Result<(), ClusterError> {
+    crate::metrics::set_not_ready(Some("not yet welcomed by a coordinator"));
     let name = opts.info.name.clone();
     let me = name.clone();
     let group = wire::worker_group(&name);
@@ -375,6 +380,7 @@ pub async fn run_worker(opts: AgentOptions) -> Result<(), ClusterError> {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
     };
+    crate::metrics::set_not_ready(Some("the worker is shutting down"));
     if result.is_ok() {
         if let Some(c) = coordinator() {
             let _ = c.cast(ToCoordinator::Goodbye { worker: me });

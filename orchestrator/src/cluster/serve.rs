@@ -694,6 +694,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ClusterError> {
         let p = p.to_owned();
         move |e: std::io::Error| ClusterError::Usage(format!("{}: {e}", p.display()))
     };
+    crate::metrics::set_not_ready(Some("the coordinator is starting"));
     std::fs::create_dir_all(&opts.state).map_err(io(&opts.state))?;
     if let crate::lake::Location::Local(r) = &opts.results {
         std::fs::create_dir_all(r).map_err(io(r))?;
@@ -721,6 +722,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ClusterError> {
     .await?;
     tracing::info!(%listen, tls = tls.is_some(), "coordinator listening");
     eprintln!("tessera: coordinator listening on {listen}");
+    crate::metrics::set_not_ready(None);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ClusterError::Io(e.to_string()))?;
     tokio::select! {
@@ -728,6 +730,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ClusterError> {
         _ = term.recv() => {}
         _ = gateway_task => return Err(ClusterError::Io("the gateway stopped".into())),
     }
+    crate::metrics::set_not_ready(Some("the coordinator is shutting down"));
     tracing::info!("coordinator shutting down; unfinished sweeps resume on the next start");
     gateway.stop(None);
     scheduler.stop(None);
