@@ -307,8 +307,8 @@ fn exported() -> String {
 
 #[test]
 fn alert_rules_pass_promtool_and_rules_and_dashboard_use_exported_metrics() {
-    let rules = root().join("charts/monitoring/alerts.yaml");
-    let dashboard = root().join("charts/monitoring/grafana-dashboard.json");
+    let rules = root().join("charts/tessera/files/alerts.yaml");
+    let dashboard = root().join("charts/tessera/files/grafana-dashboard.json");
     if let Some(promtool) = tool("promtool") {
         let o = Command::new(promtool)
             .args(["check", "rules", rules.to_str().unwrap()])

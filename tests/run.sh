@@ -2,7 +2,8 @@
 # Runs Tessera's whole test suite, setting up what the tests need first:
 #   - a Python virtual environment (.venv) with pyarrow, pandas, polars and DuckDB, the real
 #     readers the results must work with, and moto, whose server mode is the S3-compatible
-#     store the S3 tests talk to.
+#     store the S3 tests talk to;
+#   - the chart tests' tools in .tools/ (helm, kubernetes-validate, hadolint: tests/tools.sh).
 # Usage: bash tests/run.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +14,6 @@ if ! .venv/bin/python -c "import pyarrow, pandas, polars, duckdb, moto.server" 2
   .venv/bin/pip install --quiet --disable-pip-version-check pyarrow pandas polars duckdb "moto[server]"
 fi
 export TESSERA_PYTHON="$PWD/.venv/bin/python"
+bash tests/tools.sh
 
 cargo test --workspace "$@"
