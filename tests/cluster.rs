@@ -955,3 +955,29 @@ fn readiness_probes_follow_the_coordinator_connection() {
     wait(worker_metrics, "/readyz", 200);
     wait(coord_metrics, "/readyz", 200);
 }
+
+/// Kubernetes stops a pod with SIGTERM: the worker tells the coordinator it leaves and
+/// exits 0 at once; its running trials are queued again, run on the other worker, and
+/// every trial is recorded exactly once.
+#[test]
+fn a_worker_stopped_with_sigterm_hands_its_trials_back() {
+    let mut c = Cluster::new();
+    c.add_worker("stays", 2);
+    c.add_worker("leaves", 2);
+    let id = c.submit("t", &sweep_yaml("t", 30, 150, 3));
+    c.wait_for(&id, "some progress", Duration::from_secs(60), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 6
+    });
+    c.workers[1].signal("TERM");
+    assert_eq!(
+        c.workers[1].wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        c.workers[1].log()
+    );
+    let s = c.wait_done(&id, Duration::from_secs(120));
+    assert_eq!(s["sweeps"][0]["finished"], 30, "{s}");
+    exactly_once(&c.run_dir(&id), 30, 3);
+    let log = c.coordinator.as_ref().unwrap().log();
+    assert!(log.contains("it left"), "{log}");
+}
