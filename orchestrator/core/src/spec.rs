@@ -360,6 +360,11 @@ pub enum EarlyStoppingSpec {
 /// A validated sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepSpec {
+    /// A hash of the sweep file's YAML as data (comments, layout and `budget.concurrent`
+    /// aside), set by [`parse_sweep`]. A run's journal is pinned to it, so a newer
+    /// `tessera` whose validated form of the same file differs still resumes the run.
+    #[serde(skip)]
+    pub source_hash: Option<String>,
     /// Sweep name.
     pub name: String,
     /// Kind.
@@ -447,7 +452,32 @@ pub fn parse_sweep(file: &str, source: &str) -> Result<SweepSpec, SpecError> {
         });
     }
     let raw: RawSweep = serde_yaml::from_str(source).map_err(|e| yaml_error(file, source, &e))?;
-    raw.validate().map_err(|p| p.locate(file, source))
+    let mut spec = raw.validate().map_err(|p| p.locate(file, source))?;
+    spec.source_hash = Some(source_hash(source));
+    Ok(spec)
+}
+
+/// FNV-1a of `text`, as 16 hex digits.
+pub fn fnv_hex(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The hash of a sweep file's YAML as data: comments and layout do not count, and
+/// neither does `budget.concurrent` (it changes no trial).
+pub fn source_hash(source: &str) -> String {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(source).unwrap_or_default();
+    if let Some(budget) = value.get_mut("budget").and_then(|b| b.as_mapping_mut()) {
+        budget.remove("concurrent");
+    }
+    format!(
+        "yaml:{}",
+        fnv_hex(&serde_yaml::to_string(&value).unwrap_or_default())
+    )
 }
 
 fn yaml_error(file: &str, source: &str, e: &serde_yaml::Error) -> SpecError {
@@ -832,6 +862,7 @@ impl RawSweep {
         }
 
         Ok(SweepSpec {
+            source_hash: None,
             name: self.name,
             kind: self.kind,
             seed: self.seed,

@@ -251,13 +251,7 @@ fn spec_hash(spec: &SweepSpec) -> String {
     // as written included, must match. A drawn seed is journaled, not hashed.
     let mut s = spec.clone();
     s.concurrent = None;
-    let text = serde_json::to_string(&s).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    tessera_core::spec::fnv_hex(&serde_json::to_string(&s).unwrap_or_default())
 }
 
 impl SweepCore {
@@ -275,9 +269,12 @@ impl SweepCore {
         max_concurrent: u64,
         hold_orphans: bool,
     ) -> Result<(Self, Effects), SweepError> {
-        let hash = spec_hash(&spec);
+        // Runs are pinned to the sweep file's YAML; journals written before that carry
+        // the hash of the validated spec, which is still accepted.
+        let legacy = spec_hash(&spec);
+        let hash = spec.source_hash.clone().unwrap_or_else(|| legacy.clone());
         let seed = match &state.started {
-            Some((h, s)) if *h == hash => *s,
+            Some((h, s)) if *h == hash || *h == legacy => *s,
             Some(_) => {
                 return Err(SweepError::Mismatch(
                     "the sweep file changed since this run started; resume it with the file it started with, or start a new run with another --out".into(),
@@ -1065,5 +1062,47 @@ mod tests {
         // A cancelled sweep stays cancelled after a restart.
         let (core, fx) = open(&path, false);
         assert!(core.is_cancelled() && fx.submit.is_empty() && fx.complete);
+    }
+
+    /// A run is pinned to its sweep file's YAML as data: comments, layout and the
+    /// concurrency may change on resume, anything that changes the trials may not, and a
+    /// journal written with the older hash of the validated spec is still accepted.
+    #[test]
+    fn resume_follows_the_sweep_file_and_accepts_older_journals() {
+        let base = "version: 1\nname: core\nkind: random\nseed: 9\nprogram: synthetic\nspace:\n  x: { float: [0, 1] }\nobjective: { metric: loss, goal: minimize }\nbudget: { trials: 4, max_attempts: 2 }\n";
+        let restore = |path: &std::path::Path, text: &str| {
+            let spec = parse_sweep("t.yaml", text).unwrap();
+            let (journal, state) = Journal::open(path).unwrap();
+            SweepCore::restore(spec, None, 0, journal, state, 2, false).map(|_| ())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        restore(&path, base).unwrap();
+        let relaid = format!(
+            "# a comment\n{}",
+            base.replace(
+                "budget: { trials: 4, max_attempts: 2 }",
+                "budget:\n  trials: 4\n  max_attempts: 2\n  concurrent: 3"
+            )
+        );
+        restore(&path, &relaid).unwrap();
+        let more = base.replace("trials: 4", "trials: 5");
+        assert!(matches!(
+            restore(&path, &more),
+            Err(SweepError::Mismatch(_))
+        ));
+        // A journal started with the validated-spec hash (before this change).
+        let old = dir.path().join("old.jsonl");
+        let (mut journal, _) = Journal::open(&old).unwrap();
+        journal
+            .append(&Record::Started {
+                version: crate::journal::JOURNAL_VERSION,
+                spec_hash: spec_hash(&parse_sweep("t.yaml", base).unwrap()),
+                seed: 9,
+                at_ms: 0,
+            })
+            .unwrap();
+        drop(journal);
+        restore(&old, base).unwrap();
     }
 }
