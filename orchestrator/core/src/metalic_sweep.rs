@@ -1,6 +1,19 @@
 //! The `metalic` sweep kind: a contextual GP bandit that learns which interface
 //! conditions train a two-subdomain PINN best for each member of a PDE family (METALIC,
-//! Li et al., ICML 2023; reference code `shib0li/METALIC`).
+//! Li et al., ICML 2023; reference code `shib0li/METALIC`), or, as a program task, which
+//! on/off switches of any program's hyperparameters work best for each context.
+//!
+//! The protocol. Round `r` draws a context from the seed; every policy plays it with the
+//! same training seed (the same points and initial weights: only the arm differs), so
+//! rounds compare across policies and the regret of a round is measured against the best
+//! reward any policy reached on it. Warm-up rounds play random arms; the random and
+//! bandit policies share those trials. Play rounds are planned `batch` at a time: each GP
+//! bandit refits on its own finished rounds and suggests a batch (kriging believer for UCB,
+//! joint posterior draws for Thompson, see [`crate::gp`]); fixed and random policies play
+//! their arms. After the play rounds, every policy plays the fresh test contexts (the
+//! bandits greedily on the posterior mean). Each round is one trial; the searcher waits
+//! for a batch before planning the next, so it is deterministic given the outcomes and
+//! rebuilds exactly from the recorded trials after a restart.
 
 use std::collections::{BTreeMap, VecDeque};
 
