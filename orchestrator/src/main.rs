@@ -77,6 +77,43 @@ struct RunArgs {
     /// Write a Parquet part after this many finished trials (tests use small values).
     #[arg(long, hide = true)]
     flush_trials: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Where trials train.
+#[derive(clap::Args)]
+struct DeviceArgs {
+    /// The device: `cpu`, or `cuda:N` for GPU N (needs a build with `--features tch`).
+    #[arg(long, env = "TESSERA_DEVICE", default_value = "cpu")]
+    device: String,
+    /// The Burn backend: `flex` (pure Rust, the default on the CPU) or `libtorch` (the
+    /// default for CUDA; needs a build with `--features tch`).
+    #[arg(long, env = "TESSERA_BACKEND")]
+    backend: Option<String>,
+}
+
+/// The executor for `d`, with `slots` trials at once; a clear error for a device this
+/// build or machine lacks.
+#[cfg(feature = "worker")]
+fn executor_on(
+    d: &DeviceArgs,
+    slots: u32,
+) -> Result<(Arc<dyn TrialExecutor>, tessera_worker::device::Selected), Failure> {
+    use tessera_worker::device::{Backend, compiled_backends, select};
+    let backend = match &d.backend {
+        None => None,
+        Some(b) => Some(Backend::parse(b).ok_or_else(|| {
+            let built: Vec<&str> = compiled_backends().iter().map(Backend::as_str).collect();
+            Failure::Input(BadInput(format!(
+                "unknown backend `{b}`: this build has {}",
+                built.join(", ")
+            )))
+        })?),
+    };
+    let selected = select(backend, &d.device, slots).map_err(|e| Failure::Input(BadInput(e)))?;
+    let executor: Arc<dyn TrialExecutor> = Arc::new(tessera_worker::BurnExecutor::on(&selected));
+    Ok((executor, selected))
 }
 
 /// How this node proves it belongs to the cluster.
@@ -192,6 +229,8 @@ struct WorkerArgs {
     /// Speak another protocol version (tests of the version check).
     #[arg(long, hide = true)]
     protocol_version: Option<u32>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -398,10 +437,21 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
         metrics_addr,
         metrics_linger,
         flush_trials,
+        device,
     } = args;
     let (spec, source) = load(&sweep).map_err(Failure::Input)?;
     let seed_drawn = spec.seed.is_none();
-    let Some(executor) = executor() else {
+    #[cfg(feature = "worker")]
+    let executor = {
+        let slots = workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            |w| w as u32,
+        );
+        executor_on(&device, slots)?.0
+    };
+    #[cfg(not(feature = "worker"))]
+    let executor: Arc<dyn TrialExecutor> = {
+        let _ = device;
         return Err(Failure::Input(BadInput("this tessera was built without the embedded worker (feature `worker`); use a full build".into())));
     };
     // `--out s3://…` names where the results go, like `--results s3://…`: the journal
@@ -601,7 +651,16 @@ async fn cmd_serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 async fn cmd_worker(args: WorkerArgs) -> Result<(), Failure> {
-    let Some(executor) = executor() else {
+    let slots = args
+        .slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    #[cfg(feature = "worker")]
+    let (executor, backend, device_gpus) = {
+        let (e, s) = executor_on(&args.device, slots)?;
+        (e, s.backend.as_str().to_owned(), s.gpus)
+    };
+    #[cfg(not(feature = "worker"))]
+    let (executor, backend, device_gpus): (Arc<dyn TrialExecutor>, String, Vec<u32>) = {
         return Err(Failure::Input(BadInput(
             "this tessera was built without the worker (feature `worker`); use a full build".into(),
         )));
@@ -614,9 +673,6 @@ async fn cmd_worker(args: WorkerArgs) -> Result<(), Failure> {
     let name = args
         .name
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-    let slots = args
-        .slots
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     let memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -633,16 +689,21 @@ async fn cmd_worker(args: WorkerArgs) -> Result<(), Failure> {
             .collect(),
         name: name.clone(),
         slots,
-        gpus: args.gpus,
-        backend: "flex".into(),
+        // The GPUs it offers: --gpus, else the CUDA device it trains on.
+        gpus: if args.gpus.is_empty() {
+            device_gpus
+        } else {
+            args.gpus
+        },
+        backend,
         memory_bytes,
         instance: tessera_core::rng::mix64(
             tessera_orchestrator::actors::now_ms() as u64 ^ u64::from(std::process::id()),
         ),
     };
     eprintln!(
-        "tessera: worker {name} ({slots} slots) joining {}",
-        args.join
+        "tessera: worker {name} ({slots} slots, {} on {}) joining {}",
+        info.backend, args.device.device, args.join
     );
     run_worker(AgentOptions {
         connection: Connection {

@@ -32,6 +32,20 @@ impl Default for BurnExecutor {
 }
 
 impl BurnExecutor {
+    /// An executor on a selected backend and device (see [`crate::device::select`]).
+    pub fn on(selected: &crate::device::Selected) -> Self {
+        let e = Self::new(selected.device.clone());
+        crate::metrics::INFO.reset();
+        crate::metrics::INFO
+            .with_label_values(&[
+                selected.backend.as_str(),
+                &selected.label,
+                env!("CARGO_PKG_VERSION"),
+            ])
+            .set(1);
+        e
+    }
+
     /// An executor training on `device`.
     pub fn new(device: Device) -> Self {
         crate::metrics::INFO
