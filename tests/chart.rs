@@ -435,6 +435,15 @@ fn the_chart_uses_only_flags_variables_ports_and_secrets_that_exist() {
                     .find_map(|a| a.strip_prefix("--gpus="))
                     .map_or(0, |g| g.split(',').count() as u64);
                 assert_eq!(gpus, offered, "{what}: GPUs requested and offered differ");
+                let device = args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("--device="))
+                    .unwrap_or("cpu");
+                assert_eq!(
+                    gpus > 0,
+                    device.starts_with("cuda"),
+                    "{what}: {gpus} GPUs but --device={device}"
+                );
             }
         }
         // Services reach ports the pods have; the ServiceMonitor scrapes a service port.

@@ -1,7 +1,6 @@
 # The worker image: `tessera worker`, training with Burn.
-#   GPU (default): a CUDA runtime base, LibTorch from the torch 2.9.0 wheel, the `tch`
-#   build (the `tch` cargo feature of the LibTorch backend, which arrives with the
-#   LibTorch-workers issue; until it does, only VARIANT=cpu builds).
+#   GPU (default): a CUDA runtime base, LibTorch from the torch 2.9.0 wheel (with the
+#   NVIDIA libraries it pins), the `tch` build; the binary's rpath finds /opt/torch/lib.
 #   CPU:  --build-arg VARIANT=cpu: Burn's pure-Rust flex backend on a slim Debian base.
 # Build from the repository root:
 #   docker build -f charts/images/worker.Dockerfile --build-arg VERSION=0.1.0 -t tessera-worker:0.1.0-cuda .
@@ -14,7 +13,8 @@ ARG VARIANT
 RUN if [ "$VARIANT" = "cuda" ]; then \
         pip install --no-cache-dir torch==2.9.0; \
     else \
-        mkdir -p /usr/local/lib/python3.12/site-packages/torch/lib; \
+        mkdir -p /usr/local/lib/python3.12/site-packages/torch/lib \
+                 /usr/local/lib/python3.12/site-packages/nvidia; \
     fi
 
 # --- build stage.
@@ -24,7 +24,7 @@ WORKDIR /src
 COPY --from=torch /usr/local/lib/python3.12/site-packages/torch /opt/torch
 COPY . .
 ENV LIBTORCH=/opt/torch
-RUN if [ "$VARIANT" = "cuda" ]; then FEATURES="worker,tch"; else FEATURES="worker"; fi \
+RUN if [ "$VARIANT" = "cuda" ]; then FEATURES="tch"; else FEATURES="worker"; fi \
     && cargo build --release --locked -p tessera-orchestrator --features "$FEATURES" --bin tessera
 
 # --- runtime bases, one per variant.
@@ -39,9 +39,10 @@ ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="tessera-worker" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.description="Tessera worker (${VARIANT})"
-# Only the GPU variant carries LibTorch (an empty folder for CPU).
+# Only the GPU variant carries LibTorch and the NVIDIA libraries (empty folders for CPU);
+# torch's libraries find the NVIDIA ones through their own rpath ($ORIGIN/../../nvidia).
 COPY --from=torch /usr/local/lib/python3.12/site-packages/torch/lib /opt/torch/lib
-ENV LD_LIBRARY_PATH=/opt/torch/lib
+COPY --from=torch /usr/local/lib/python3.12/site-packages/nvidia /opt/nvidia
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libgomp1 \

@@ -18,7 +18,10 @@ use tessera_experiments::supernet::{SuperNetwork, shape_of};
 use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, train_mlp};
 
 fn backends() -> [(&'static str, Device); 2] {
-    [("flex", Device::flex()), ("libtorch", Device::libtorch())]
+    let torch = Device::libtorch();
+    // Not Flex twice: the second device really is LibTorch's.
+    assert!(format!("{torch:?}").contains("LibTorch"), "{torch:?}");
+    [("flex", Device::flex()), ("libtorch", torch)]
 }
 
 fn digits() -> Dataset {
