@@ -20,6 +20,11 @@ RUN if [ "$VARIANT" = "cuda" ]; then \
 # --- build stage.
 FROM rust:1.95-slim-bookworm AS build
 ARG VARIANT
+# torch-sys compiles its C++ bindings against LibTorch's headers.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY --from=torch /usr/local/lib/python3.12/site-packages/torch /opt/torch
 COPY . .
