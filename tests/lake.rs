@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -416,6 +416,53 @@ fn s3_errors_say_what_failed_without_credentials() {
     assert_eq!(runs.len(), 1);
 }
 
+/// Runs `sweep` with its results under `s3://BUCKET/team` and two workers; returns the
+/// run directory (which holds only the journal and spec).
+fn run_to_s3(m: &Moto, sweep: &Path, bucket: &str, dir: &Path) -> PathBuf {
+    let out = dir.join("run");
+    let o = tessera_s3(m)
+        .args([
+            "run",
+            sweep.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--results",
+            &format!("s3://{bucket}/team"),
+            "--workers",
+            "2",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// `tessera report --format json` of the run in `out`, read back from S3, and the
+/// folder `tessera plot` drew its figures into.
+fn report_and_plot_from_s3(m: &Moto, out: &Path, dir: &Path) -> (serde_json::Value, PathBuf) {
+    let o = tessera_s3(m)
+        .args(["report", out.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = serde_json::from_slice(&o.stdout).unwrap();
+    let plots = dir.join("plots");
+    let o = tessera_s3(m)
+        .args([
+            "plot",
+            out.to_str().unwrap(),
+            "--out",
+            plots.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (report, plots)
+}
+
 /// A nas sweep whose results go to S3: the coordinator writes the front's tables, summary
 /// and image there at completion, and `tessera report` and `tessera plot` read them back.
 #[test]
@@ -435,18 +482,7 @@ fn a_nas_sweep_writes_its_pareto_front_to_s3() {
         ),
     )
     .unwrap();
-    let out = dir.path().join("run");
-    let o = tessera_s3(&m)
-        .args([
-            "run",
-            sweep.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--results", "s3://fronts/team", "--workers", "2", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = run_to_s3(&m, &sweep, "fronts", dir.path());
     let loc = results_of(&out).unwrap();
     let (subnets, pareto, summary) = rt.block_on(async {
         let store = ObjectStore::open_with(&loc, &options(&m)).await.unwrap();
@@ -463,24 +499,8 @@ fn a_nas_sweep_writes_its_pareto_front_to_s3() {
         !out.join("subnets").exists(),
         "nothing but the journal is local"
     );
-    let o = tessera_s3(&m)
-        .args(["report", out.to_str().unwrap(), "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (report, plots) = report_and_plot_from_s3(&m, &out, dir.path());
     assert_eq!(report["nas"]["measured"], 10);
-    let plots = dir.path().join("plots");
-    let o = tessera_s3(&m)
-        .args([
-            "plot",
-            out.to_str().unwrap(),
-            "--out",
-            plots.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(plots.join("front.png").is_file());
 }
 
@@ -498,24 +518,7 @@ fn a_metalic_sweep_writes_its_rounds_to_s3() {
         "version: 1\nname: metalic-lake\nkind: metalic\nseed: 1\nmetalic:\n  family: poisson\n  hidden: [8]\n  points: { boundary: 20, collocation: 40, interface: 11 }\n  adam: { steps: 20 }\n  lbfgs: { iterations: 10 }\n  two_stage: true\n  policies: [thompson, random]\n  warmup: 2\n  rounds: 2\n  test: 1\n  fit_iterations: 10\n",
     )
     .unwrap();
-    let out = dir.path().join("run");
-    let o = tessera_s3(&m)
-        .args([
-            "run",
-            sweep.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--results",
-            "s3://bandits/team",
-            "--workers",
-            "2",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = run_to_s3(&m, &sweep, "bandits", dir.path());
     let loc = results_of(&out).unwrap();
     let (rounds, tests, image) = rt.block_on(async {
         let store = ObjectStore::open_with(&loc, &options(&m)).await.unwrap();
@@ -542,23 +545,7 @@ fn a_metalic_sweep_writes_its_rounds_to_s3() {
         !out.join("rounds").exists(),
         "nothing but the journal is local"
     );
-    let o = tessera_s3(&m)
-        .args(["report", out.to_str().unwrap(), "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (report, plots) = report_and_plot_from_s3(&m, &out, dir.path());
     assert_eq!(report["metalic"]["family"], "poisson");
-    let plots = dir.path().join("plots");
-    let o = tessera_s3(&m)
-        .args([
-            "plot",
-            out.to_str().unwrap(),
-            "--out",
-            plots.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(plots.join("regret.png").is_file() && plots.join("test_error.png").is_file());
 }

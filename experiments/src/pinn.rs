@@ -646,11 +646,11 @@ impl PinnProgram {
             Tensor::<3>::from_data(TensorData::new(flat, [2, 1, 2]), device)
         };
         let b = &problem.boundary;
+        // Poisson's normalised forcing (and gradient) at the points that need it.
+        let fmax =
+            (problem.family == Family::Poisson).then(|| poisson_forcing_max(problem.context));
         let forcing_at = |pts: [&Points; 2]| -> Option<[Tensor<3>; 3]> {
-            if problem.family != Family::Poisson {
-                return None;
-            }
-            let fmax = poisson_forcing_max(problem.context);
+            let fmax = fmax?;
             let comps = [0, 1, 2].map(|k| {
                 let v: [Vec<f64>; 2] = pts.map(|s| {
                     s.iter()

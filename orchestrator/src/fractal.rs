@@ -86,26 +86,16 @@ pub async fn finish(store: &ObjectStore) -> Result<FractalSummary, ReportError> 
         ] {
             let path = tmp.path().join(&name);
             render(r, boundary_only, &path)?;
-            let bytes = std::fs::read(&path).map_err(|e| ReportError::NotARun(e.to_string()))?;
-            store
-                .put(&format!("fractal/{name}"), bytes)
-                .await
-                .map_err(crate::store::StoreError::from)?;
+            crate::store::put_files(store, "fractal", &[path]).await?;
         }
     }
-    let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-    store
-        .put(SUMMARY_FILE, json)
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    crate::store::put_json(store, SUMMARY_FILE, &summary).await?;
     Ok(summary)
 }
 
 /// Reads the summary a finished sweep wrote, or computes it from the tables.
 pub async fn load_or_compute(store: &ObjectStore) -> Result<FractalSummary, ReportError> {
-    if let Ok(bytes) = store.get(SUMMARY_FILE).await
-        && let Ok(s) = serde_json::from_slice(&bytes)
-    {
+    if let Some(s) = crate::store::get_json(store, SUMMARY_FILE).await {
         return Ok(s);
     }
     Ok(summarise(&frames(store).await?))

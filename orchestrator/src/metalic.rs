@@ -14,9 +14,8 @@ use tessera_core::metalic_sweep::{
 };
 
 use crate::lake::ObjectStore;
-use crate::nas::put_frame;
 use crate::report::{ReportError, col_f64, col_str};
-use crate::store::{StoreError, read_table_from};
+use crate::store::{StoreError, get_json, put_files, put_json, put_table, read_table_from};
 
 /// Where the summary goes in the results location.
 pub const SUMMARY_FILE: &str = "metalic/summary.json";
@@ -270,34 +269,17 @@ pub async fn finish(store: &ObjectStore, s: &MetalicSummary) -> Result<BanditSum
         tmp.path(),
     )
     .map_err(ReportError::NotARun)?;
-    put_frame(store, ROUNDS_TABLE, rounds).await?;
-    put_frame(store, TESTS_TABLE, tests).await?;
-    for path in files {
-        let bytes = std::fs::read(&path).map_err(|e| ReportError::NotARun(e.to_string()))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("figure.png");
-        store
-            .put(&format!("metalic/{name}"), bytes)
-            .await
-            .map_err(StoreError::from)?;
-    }
+    put_table(store, ROUNDS_TABLE, rounds).await?;
+    put_table(store, TESTS_TABLE, tests).await?;
+    put_files(store, "metalic", &files).await?;
     let summary = bandit_summary(s);
-    store
-        .put(
-            SUMMARY_FILE,
-            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-        )
-        .await
-        .map_err(StoreError::from)?;
+    put_json(store, SUMMARY_FILE, &summary).await?;
     Ok(summary)
 }
 
 /// The summary a finished sweep wrote in `store`, if it did.
 pub async fn load(store: &ObjectStore) -> Option<BanditSummary> {
-    let bytes = store.get(SUMMARY_FILE).await.ok()?;
-    serde_json::from_slice(&bytes).ok()
+    get_json(store, SUMMARY_FILE).await
 }
 
 /// The summary as text: one line per policy, best test reward first.

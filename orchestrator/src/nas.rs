@@ -13,7 +13,7 @@ use tessera_core::nas_sweep::{HYPERVOLUME_TABLE, NasSummary, PARETO_TABLE, SUBNE
 
 use crate::lake::ObjectStore;
 use crate::report::{ReportError, col_f64, col_str};
-use crate::store::{StoreError, parquet_bytes, read_table_from};
+use crate::store::{StoreError, get_json, put_files, put_json, put_table, read_table_from};
 
 /// Where the summary goes in the results location.
 pub const SUMMARY_FILE: &str = "nas/summary.json";
@@ -179,22 +179,6 @@ fn subnets_frame(s: &NasSummary) -> Result<DataFrame, StoreError> {
     })
 }
 
-pub(crate) async fn put_frame(
-    store: &ObjectStore,
-    table: &str,
-    mut df: DataFrame,
-) -> Result<(), StoreError> {
-    let bytes = parquet_bytes(&mut df).map_err(|e| StoreError::Parquet {
-        path: table.into(),
-        message: e.to_string(),
-    })?;
-    store
-        // One part, rewritten whole if the sweep completes again after a resume.
-        .put(&format!("{table}/{}", crate::store::part_name(1)), bytes)
-        .await
-        .map_err(StoreError::from)
-}
-
 /// Writes the derived tables, the summary and the figures of `s` into `store`.
 pub async fn finish(store: &ObjectStore, s: &NasSummary) -> Result<FrontSummary, ReportError> {
     let subnets = subnets_frame(s)?;
@@ -224,35 +208,18 @@ pub async fn finish(store: &ObjectStore, s: &NasSummary) -> Result<FrontSummary,
     .map_err(|e| ReportError::Table(e.to_string()))?;
     let tmp = tempfile::tempdir().map_err(|e| ReportError::NotARun(e.to_string()))?;
     let files = render(&subnets, tmp.path()).map_err(ReportError::NotARun)?;
-    put_frame(store, SUBNETS_TABLE, subnets).await?;
-    put_frame(store, PARETO_TABLE, pareto).await?;
-    put_frame(store, HYPERVOLUME_TABLE, hv).await?;
-    for path in files {
-        let bytes = std::fs::read(&path).map_err(|e| ReportError::NotARun(e.to_string()))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("figure.png");
-        store
-            .put(&format!("nas/{name}"), bytes)
-            .await
-            .map_err(StoreError::from)?;
-    }
+    put_table(store, SUBNETS_TABLE, subnets).await?;
+    put_table(store, PARETO_TABLE, pareto).await?;
+    put_table(store, HYPERVOLUME_TABLE, hv).await?;
+    put_files(store, "nas", &files).await?;
     let summary = front_summary(s);
-    store
-        .put(
-            SUMMARY_FILE,
-            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-        )
-        .await
-        .map_err(StoreError::from)?;
+    put_json(store, SUMMARY_FILE, &summary).await?;
     Ok(summary)
 }
 
 /// The summary a finished sweep wrote in `store`, if it did.
 pub async fn load(store: &ObjectStore) -> Option<FrontSummary> {
-    let bytes = store.get(SUMMARY_FILE).await.ok()?;
-    serde_json::from_slice(&bytes).ok()
+    get_json(store, SUMMARY_FILE).await
 }
 
 /// The summary as text: counts, hypervolume, then the front as a table.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use tessera_core::space::{Domain, ValueKind};
-use tessera_core::spec::Goal;
+use tessera_core::spec::{Goal, SweepKind};
 use tessera_core::{SweepSpec, parse_sweep};
 
 use crate::run::SPEC_FILE;
@@ -682,35 +682,24 @@ pub async fn build_report(dir: &Path, top: usize) -> Result<Report, ReportError>
             table,
         });
     }
-    let (effects, fractal) = if spec.kind == tessera_core::spec::SweepKind::Fractal {
-        // Tiles are not hyperparameter choices: show the raster's analysis instead.
-        let store = crate::lake::ObjectStore::open(&crate::store::results_of(dir)?)
-            .await
-            .map_err(crate::store::StoreError::from)?;
-        (
-            Vec::new(),
-            Some(crate::fractal::load_or_compute(&store).await?),
-        )
-    } else {
-        (effects, None)
-    };
-    let (effects, nas) = if spec.kind == tessera_core::spec::SweepKind::Nas {
-        // Trials are supernet training and evaluation batches: show the front instead.
-        let store = crate::lake::ObjectStore::open(&crate::store::results_of(dir)?)
-            .await
-            .map_err(crate::store::StoreError::from)?;
-        (Vec::new(), crate::nas::load(&store).await)
-    } else {
-        (effects, None)
-    };
-    let (effects, metalic) = if spec.kind == tessera_core::spec::SweepKind::Metalic {
-        // Trials are rounds of several policies: show the policies' scores instead.
-        let store = crate::lake::ObjectStore::open(&crate::store::results_of(dir)?)
-            .await
-            .map_err(crate::store::StoreError::from)?;
-        (Vec::new(), crate::metalic::load(&store).await)
-    } else {
-        (effects, None)
+    // A fractal, nas or metalic sweep's trials are not hyperparameter choices: its own
+    // analysis replaces the effects.
+    let (mut fractal, mut nas, mut metalic) = (None, None, None);
+    let effects = match spec.kind {
+        SweepKind::Fractal | SweepKind::Nas | SweepKind::Metalic => {
+            let store = crate::lake::ObjectStore::open(&crate::store::results_of(dir)?)
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            match spec.kind {
+                SweepKind::Fractal => {
+                    fractal = Some(crate::fractal::load_or_compute(&store).await?);
+                }
+                SweepKind::Nas => nas = crate::nas::load(&store).await,
+                _ => metalic = crate::metalic::load(&store).await,
+            }
+            Vec::new()
+        }
+        _ => effects,
     };
     Ok(Report {
         spec,

@@ -289,18 +289,19 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         let (inner_tx, inner_rx) = oneshot::channel::<Result<SweepResult, String>>();
         tokio::spawn(async move {
             let Ok(result) = inner_rx.await else { return };
-            match result.as_ref().map(|r| (&r.nas, &r.metalic)) {
-                Ok((Some(summary), _)) => {
+            use tessera_core::searcher::KindSummary;
+            match result.as_ref().map(|r| &r.kind) {
+                Ok(Some(KindSummary::Nas(summary))) => {
                     if let Err(e) = crate::nas::finish(&analysis, summary).await {
                         tracing::warn!(error = %e, "writing the nas front failed; resume the run to write it again");
                     }
                 }
-                Ok((_, Some(summary))) => {
+                Ok(Some(KindSummary::Metalic(summary))) => {
                     if let Err(e) = crate::metalic::finish(&analysis, summary).await {
                         tracing::warn!(error = %e, "writing the metalic rounds failed; resume the run to write them again");
                     }
                 }
-                Ok((None, None)) => {
+                Ok(None) => {
                     if let Err(e) = crate::fractal::finish(&analysis).await {
                         tracing::warn!(error = %e, "writing the fractal analysis failed; `tessera report` computes it from the tables");
                     }

@@ -50,6 +50,61 @@ pub enum StoreError {
     Lake(#[from] LakeError),
 }
 
+/// Writes `df` as the one part of `table` in `store` (a sweep kind's derived table,
+/// rewritten whole if the sweep completes again after a resume).
+pub(crate) async fn put_table(
+    store: &ObjectStore,
+    table: &str,
+    mut df: DataFrame,
+) -> Result<(), StoreError> {
+    let bytes = parquet_bytes(&mut df).map_err(|e| StoreError::Parquet {
+        path: table.into(),
+        message: e.to_string(),
+    })?;
+    store
+        .put(&format!("{table}/{}", part_name(1)), bytes)
+        .await
+        .map_err(StoreError::from)
+}
+
+/// Copies the local files `files` into `store` under `folder/`, by file name.
+pub(crate) async fn put_files(
+    store: &ObjectStore,
+    folder: &str,
+    files: &[PathBuf],
+) -> Result<(), StoreError> {
+    for path in files {
+        let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("figure.png");
+        store.put(&format!("{folder}/{name}"), bytes).await?;
+    }
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON at `path` in `store`.
+pub(crate) async fn put_json<T: serde::Serialize>(
+    store: &ObjectStore,
+    path: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    Ok(store.put(path, bytes).await?)
+}
+
+/// The JSON at `path` in `store`, if it is there and parses.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &ObjectStore,
+    path: &str,
+) -> Option<T> {
+    serde_json::from_slice(&store.get(path).await.ok()?).ok()
+}
+
 /// The version of the tables' schema, written to `_tessera.json` beside them. It changes
 /// only when a column is renamed, retyped or removed (added columns keep it).
 pub const SCHEMA_VERSION: u32 = 1;

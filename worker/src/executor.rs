@@ -34,22 +34,23 @@ impl Default for BurnExecutor {
 impl BurnExecutor {
     /// An executor on a selected backend and device (see [`crate::device::select`]).
     pub fn on(selected: &crate::device::Selected) -> Self {
-        let e = Self::new(selected.device.clone());
-        crate::metrics::INFO.reset();
-        crate::metrics::INFO
-            .with_label_values(&[
-                selected.backend.as_str(),
-                &selected.label,
-                env!("CARGO_PKG_VERSION"),
-            ])
-            .set(1);
-        e
+        Self::labelled(
+            selected.device.clone(),
+            selected.backend.as_str(),
+            &selected.label,
+        )
     }
 
-    /// An executor training on `device`.
+    /// An executor training on `device` (Flex on the CPU unless told otherwise: use
+    /// [`BurnExecutor::on`] for a selected device).
     pub fn new(device: Device) -> Self {
+        Self::labelled(device, "flex", "cpu")
+    }
+
+    fn labelled(device: Device, backend: &str, label: &str) -> Self {
+        crate::metrics::INFO.reset();
         crate::metrics::INFO
-            .with_label_values(&["flex", "cpu", env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[backend, label, env!("CARGO_PKG_VERSION")])
             .set(1);
         Self {
             device,
@@ -108,12 +109,7 @@ impl BurnExecutor {
         let rows = split.train.len() as f64;
         let mut last = Instant::now();
         train_mlp(&cfg, &split, a.request.seed, &self.device, &mut |m| {
-            let secs = last.elapsed().as_secs_f64();
-            last = Instant::now();
-            STEP_DURATION.with_label_values(&[MLP]).observe(secs);
-            SAMPLES_PER_SECOND
-                .with_label_values(&[MLP])
-                .set(rows / secs.max(1e-9));
+            observe_epoch(MLP, rows, &mut last);
             let metrics: MetricValues = [
                 ("train_loss".to_owned(), m.train_loss),
                 ("train_accuracy".to_owned(), m.train_accuracy),
@@ -319,12 +315,7 @@ impl BurnExecutor {
             let mut last = Instant::now();
             let (model, shape) =
                 train_supernet(&net, &cfg, &split, a.request.seed, &self.device, &mut |m| {
-                    let secs = last.elapsed().as_secs_f64();
-                    last = Instant::now();
-                    STEP_DURATION.with_label_values(&[NAS]).observe(secs);
-                    SAMPLES_PER_SECOND
-                        .with_label_values(&[NAS])
-                        .set(rows / secs.max(1e-9));
+                    observe_epoch(NAS, rows, &mut last);
                     let metrics: MetricValues = [
                         ("train_loss".to_owned(), m.train_loss),
                         ("val_accuracy".to_owned(), m.val_accuracy),
@@ -577,6 +568,17 @@ impl BurnExecutor {
         });
         Ok(())
     }
+}
+
+/// Records an epoch of `program` that ended now (the previous one ended at `last`) and
+/// trained on `rows` rows: its duration and the samples per second.
+fn observe_epoch(program: &str, rows: f64, last: &mut Instant) {
+    let secs = last.elapsed().as_secs_f64();
+    *last = Instant::now();
+    STEP_DURATION.with_label_values(&[program]).observe(secs);
+    SAMPLES_PER_SECOND
+        .with_label_values(&[program])
+        .set(rows / secs.max(1e-9));
 }
 
 /// What latency is measured on: the CPU's model name and the Burn device.

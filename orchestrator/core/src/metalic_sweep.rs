@@ -1670,8 +1670,10 @@ impl Searcher for MetalicSearcher {
         self.next_trial - self.queue.len() as u64
     }
 
-    fn metalic_summary(&self) -> Option<MetalicSummary> {
-        Some(self.summary())
+    fn summary(&self) -> Option<crate::searcher::KindSummary> {
+        Some(crate::searcher::KindSummary::Metalic(Box::new(
+            MetalicSearcher::summary(self),
+        )))
     }
 }
 

@@ -1301,8 +1301,10 @@ impl Searcher for NasSearcher {
         }
     }
 
-    fn nas_summary(&self) -> Option<NasSummary> {
-        Some(self.summary())
+    fn summary(&self) -> Option<crate::searcher::KindSummary> {
+        Some(crate::searcher::KindSummary::Nas(Box::new(
+            NasSearcher::summary(self),
+        )))
     }
 }
 

@@ -54,14 +54,9 @@ pub trait Searcher: Send {
         Vec::new()
     }
 
-    /// A `nas` sweep's derived results (every sub-network, the front, the hypervolume
-    /// trace); `None` for other kinds.
-    fn nas_summary(&self) -> Option<crate::nas_sweep::NasSummary> {
-        None
-    }
-
-    /// A `metalic` sweep's rounds, tests and regrets; `None` for other kinds.
-    fn metalic_summary(&self) -> Option<crate::metalic_sweep::MetalicSummary> {
+    /// What the sweep derived from all its trials, written when it completes (a `nas`
+    /// sweep's front, a `metalic` sweep's rounds); `None` for kinds without one.
+    fn summary(&self) -> Option<KindSummary> {
         None
     }
 
@@ -85,6 +80,15 @@ pub trait Searcher: Send {
         }
         Ok(())
     }
+}
+
+/// A sweep kind's results derived from all its trials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KindSummary {
+    /// Every sub-network, the front and the hypervolume trace.
+    Nas(Box<crate::nas_sweep::NasSummary>),
+    /// Every round and test of every policy, with regrets.
+    Metalic(Box<crate::metalic_sweep::MetalicSummary>),
 }
 
 /// One recorded searcher interaction, replayed after a restart.

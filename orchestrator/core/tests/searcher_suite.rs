@@ -167,6 +167,30 @@ fn random_log_scale_is_uniform_in_log_space() {
 /// The `nas` searcher's part of the suite. Its trials depend on what it is told (each
 /// generation waits for the last), so it is driven by events: trials finish newest
 /// first, with the synthetic measurement.
+/// Every interaction of a whole run of `s`, in order: trials are asked for until the
+/// searcher waits, then the newest running one ends with `outcome`.
+fn run_to_end(
+    mut s: impl Searcher,
+    outcome: impl Fn(&TrialRequest) -> TrialOutcome,
+) -> Vec<ReplayEvent> {
+    let (mut out, mut running) = (Vec::new(), Vec::<TrialRequest>::new());
+    loop {
+        match s.ask() {
+            Ask::Trial(t) => {
+                out.push(ReplayEvent::Issued(t.clone()));
+                running.push(t);
+            }
+            Ask::Wait => {
+                let t = running.pop().expect("waiting with nothing running");
+                let o = outcome(&t);
+                s.tell(&o);
+                out.push(ReplayEvent::Told(o));
+            }
+            Ask::Done => return out,
+        }
+    }
+}
+
 mod nas {
     use super::*;
     use tessera_core::nas_sweep::{NasSearcher, NasSpec, RawNas, Tactic, synthetic_outcome};
@@ -184,23 +208,9 @@ mod nas {
 
     /// Every interaction of a whole run, in order.
     fn events(spec: &NasSpec, seed: u64) -> Vec<ReplayEvent> {
-        let mut s = NasSearcher::new(spec.clone(), seed);
-        let (mut out, mut running) = (Vec::new(), Vec::<TrialRequest>::new());
-        loop {
-            match s.ask() {
-                Ask::Trial(t) => {
-                    out.push(ReplayEvent::Issued(t.clone()));
-                    running.push(t);
-                }
-                Ask::Wait => {
-                    let t = running.pop().expect("waiting with nothing running");
-                    let o = synthetic_outcome(spec, &t);
-                    s.tell(&o);
-                    out.push(ReplayEvent::Told(o));
-                }
-                Ask::Done => return out,
-            }
-        }
+        run_to_end(NasSearcher::new(spec.clone(), seed), |t| {
+            synthetic_outcome(spec, t)
+        })
     }
 
     proptest! {
@@ -254,23 +264,9 @@ mod metalic {
 
     /// Every interaction of a whole run, in order; outcomes come back newest first.
     fn events(spec: &MetalicSpec, seed: u64) -> Vec<ReplayEvent> {
-        let mut s = MetalicSearcher::new(spec.clone(), seed);
-        let (mut out, mut running) = (Vec::new(), Vec::<TrialRequest>::new());
-        loop {
-            match s.ask() {
-                Ask::Trial(t) => {
-                    out.push(ReplayEvent::Issued(t.clone()));
-                    running.push(t);
-                }
-                Ask::Wait => {
-                    let t = running.pop().expect("waiting with nothing running");
-                    let o = synthetic_outcome(spec, &t);
-                    s.tell(&o);
-                    out.push(ReplayEvent::Told(o));
-                }
-                Ask::Done => return out,
-            }
-        }
+        run_to_end(MetalicSearcher::new(spec.clone(), seed), |t| {
+            synthetic_outcome(spec, t)
+        })
     }
 
     proptest! {

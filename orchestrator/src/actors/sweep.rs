@@ -114,10 +114,9 @@ pub struct SweepResult {
     pub total_steps: u64,
     /// The seed in force (drawn if the sweep file had none).
     pub seed: u64,
-    /// A `nas` sweep's sub-networks, front and hypervolume trace (set when it completes).
-    pub nas: Option<tessera_core::nas_sweep::NasSummary>,
-    /// A `metalic` sweep's rounds, tests and regrets (set when it completes).
-    pub metalic: Option<tessera_core::metalic_sweep::MetalicSummary>,
+    /// A sweep kind's derived results (a `nas` front, `metalic` rounds), set when it
+    /// completes.
+    pub kind: Option<tessera_core::searcher::KindSummary>,
 }
 
 /// How an attempt ended, as a worker tells it.
@@ -382,8 +381,7 @@ impl SweepCore {
             progress: self.progress.clone(),
             total_steps: self.total_steps,
             seed: self.seed,
-            nas: None,
-            metalic: None,
+            kind: None,
         }
     }
 
@@ -807,8 +805,7 @@ impl SweepState {
                 "sweep complete"
             );
             let mut result = self.core.result();
-            result.nas = self.core.searcher.nas_summary();
-            result.metalic = self.core.searcher.metalic_summary();
+            result.kind = self.core.searcher.summary();
             self.finish(Ok(result));
         }
     }
