@@ -18,13 +18,14 @@
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tessera_core::metalic_sweep::{Family, Term};
 use tessera_core::nas_sweep::median;
 use tessera_core::rng::Rng;
 use tessera_experiments::fractal::{Activation, FractalProblem, Precision, train_tile};
 use tessera_experiments::mlp::Mlp;
+use tessera_experiments::optim::{FlatAdam, flat_gradient};
 use tessera_experiments::pinn::{PinnConfig, PinnProgram, Problem, init_parameters};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -51,23 +52,38 @@ fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
-fn mlp_step_ms(device: &Device, repeats: usize) -> f64 {
+/// Milliseconds per MLP step: the whole Adam step, and forward plus backward alone.
+fn mlp_step_ms(device: &Device, repeats: usize) -> (f64, f64) {
     let ad = device.clone().autodiff();
     let mut rng = Rng::new(1);
-    let mut model = Mlp::new(64, 10, 256, 2, &mut rng, &ad);
-    let mut optim = AdamConfig::new().init();
+    // Held in an Option so the step can move it into the optimizer, as training does.
+    let mut model = Some(Mlp::new(64, 10, 256, 2, &mut rng, &ad));
+    // The trainer's Adam (over the flat parameter vector), with PyTorch's ε.
+    let mut optim = FlatAdam::new(0.0).with_epsilon(1e-8);
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let x: Vec<f32> = (0..64 * 64).map(|_| rng.normal() as f32).collect();
     let y: Vec<i64> = (0..64).map(|_| rng.below(10) as i64).collect();
     let x = Tensor::<2>::from_data(TensorData::new(x, [64, 64]), &ad);
     let y = Tensor::<1, Int>::from_data(TensorData::new(y, [64]), &ad);
-    time(repeats, || {
-        let loss = loss_fn.forward(model.forward(x.clone(), None), y.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model.clone(), grads);
+    let step = time(repeats, || {
+        let m = model
+            .take()
+            .expect("the model is put back after every step");
+        let loss = loss_fn.forward(m.forward(x.clone(), None), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let grad = flat_gradient(&m, &grads);
+        model = Some(optim.step(1e-3, m, grad));
         // Wait for the step: read the loss back.
         let _ = loss.into_scalar::<f32>();
-    })
+    });
+    let model = model.expect("the model is put back after every step");
+    let forward_backward = time(repeats, || {
+        let loss = loss_fn.forward(model.forward(x.clone(), None), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let _ = loss.into_scalar::<f32>();
+        drop(grads);
+    });
+    (step, forward_backward)
 }
 
 fn tile_network_step_ms(device: &Device, side: usize, precision: Precision, repeats: usize) -> f64 {
@@ -101,8 +117,10 @@ fn main() {
     tch::set_num_threads(1);
     let mut out = serde_json::Map::new();
     for (name, device) in [("flex", Device::flex()), ("libtorch", Device::libtorch())] {
+        let (mlp, mlp_fwd_bwd) = mlp_step_ms(&device, repeats);
         let r = serde_json::json!({
-            "mlp_ms": mlp_step_ms(&device, repeats),
+            "mlp_ms": mlp,
+            "mlp_fwd_bwd_ms": mlp_fwd_bwd,
             "tile_f32_ms": tile_network_step_ms(&device, side, Precision::F32, repeats),
             "tile_f64_ms": tile_network_step_ms(&device, side, Precision::F64, repeats),
             "pinn_ms": pinn_step_ms(&device, repeats),

@@ -12,6 +12,7 @@
 pub mod dataset;
 pub mod fractal;
 pub mod mlp;
+pub mod optim;
 pub mod pinn;
 pub mod supernet;
 

@@ -5,12 +5,13 @@ use burn::nn::Linear;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tessera_core::rng::{Rng, derive_seed};
 
 use crate::dataset::{Dataset, Split};
+use crate::optim::{FlatAdam, flat_gradient};
 
 /// The optimizer a trial trains with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,13 +204,12 @@ pub fn train_mlp(
         &ad,
     );
     let decay = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
-    let mut optim = match cfg.optimizer {
-        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-            .with_weight_decay(decay)
-            .init(),
-    };
+    // Adam runs over the flat parameter vector (see `optim`); SGD is Burn's own.
+    let mut adam = FlatAdam::new(cfg.weight_decay);
+    let mut sgd = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .with_weight_decay(decay)
+        .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let (x_train, y_train) = to_tensors(&split.train, &ad);
     let (x_valid, y_valid) = to_tensors(&split.valid, device);
@@ -247,7 +247,13 @@ pub fn train_mlp(
             loss_sum += scalar(loss.clone().detach());
             batches += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.lr, model, grads);
+            model = match cfg.optimizer {
+                OptimizerKind::Adam => {
+                    let grad = flat_gradient(&model, &grads);
+                    adam.step(cfg.lr, model, grad)
+                }
+                OptimizerKind::Sgd => sgd.step(cfg.lr, model, grads),
+            };
         }
         let eval = model.valid();
         let logits = eval.forward(x_valid.clone(), None);
