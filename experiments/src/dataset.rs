@@ -119,6 +119,13 @@ impl Dataset {
         })
     }
 
+    /// Shard `index` of `count`: every `count`-th row starting at `index`, so shards
+    /// differ in size by at most one row and each keeps the class mix.
+    pub fn shard(&self, index: usize, count: usize) -> Dataset {
+        let idx: Vec<usize> = (index..self.len()).step_by(count.max(1)).collect();
+        self.rows(&idx)
+    }
+
     fn rows(&self, idx: &[usize]) -> Dataset {
         let mut features = Vec::with_capacity(idx.len() * self.n_features);
         let mut labels = Vec::with_capacity(idx.len());

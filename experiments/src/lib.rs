@@ -9,6 +9,7 @@
 //! seed through Tessera's own generator, never from the backend's global RNG, so trials
 //! that run concurrently in one process do not disturb each other's streams.
 
+pub mod data_parallel;
 pub mod dataset;
 pub mod fractal;
 pub mod mlp;

@@ -140,7 +140,7 @@ impl Mlp {
     }
 }
 
-fn to_tensors(data: &Dataset, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+pub(crate) fn to_tensors(data: &Dataset, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
     let x = Tensor::<2>::from_data(
         TensorData::new(data.features.clone(), [data.len(), data.n_features]),
         device,
@@ -149,25 +149,17 @@ fn to_tensors(data: &Dataset, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
     (x, y)
 }
 
-fn scalar(t: Tensor<1>) -> f64 {
+pub(crate) fn scalar(t: Tensor<1>) -> f64 {
     f64::from(t.into_scalar::<f32>())
 }
 
-fn correct(logits: Tensor<2>, y: Tensor<1, Int>) -> i64 {
+pub(crate) fn correct(logits: Tensor<2>, y: Tensor<1, Int>) -> i64 {
     let pred = logits.argmax(1).flatten::<1>(0, 1);
     pred.equal(y).int().sum().into_scalar::<i64>()
 }
 
-/// Trains an MLP on `split.train`, evaluating on `split.valid` after every epoch.
-/// `on_epoch` returns `false` to stop early. Weights, batch order and dropout masks are
-/// drawn from `seed` alone. Returns the number of epochs run.
-pub fn train_mlp(
-    cfg: &MlpConfig,
-    split: &Split,
-    seed: u64,
-    device: &Device,
-    on_epoch: &mut dyn FnMut(&EpochMetrics) -> bool,
-) -> Result<u64, TrainError> {
+/// Rejects hyperparameters and data a trainer cannot use.
+pub(crate) fn check(cfg: &MlpConfig, train: &Dataset, valid: &Dataset) -> Result<(), TrainError> {
     if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
         return Err(TrainError::Config(format!(
             "lr must be positive, got {}",
@@ -185,11 +177,68 @@ pub fn train_mlp(
             "width and batch_size must be positive".into(),
         ));
     }
-    if split.train.is_empty() || split.valid.is_empty() {
+    if train.is_empty() || valid.is_empty() {
         return Err(TrainError::Data(
             "the training or validation split is empty".into(),
         ));
     }
+    Ok(())
+}
+
+/// Validation loss and accuracy of `model` (inner device).
+pub(crate) fn evaluate(
+    model: Mlp,
+    x: &Tensor<2>,
+    y: &Tensor<1, Int>,
+    device: &Device,
+) -> (f64, f64) {
+    let logits = model.forward(x.clone(), None);
+    let hits = correct(logits.clone(), y.clone());
+    let loss = scalar(
+        CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(logits, y.clone()),
+    );
+    (loss, hits as f64 / y.dims()[0] as f64)
+}
+
+/// Dropout masks for `rows` rows, one per hidden layer, scaled by 1/(1−p).
+pub(crate) fn dropout_masks(
+    cfg: &MlpConfig,
+    rows: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Option<Vec<Tensor<2>>> {
+    let keep = 1.0 - cfg.dropout;
+    (cfg.dropout > 0.0).then(|| {
+        (0..cfg.depth)
+            .map(|_| {
+                let m: Vec<f32> = (0..rows * cfg.width)
+                    .map(|_| {
+                        if rng.next_f64() < keep {
+                            (1.0 / keep) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                Tensor::<2>::from_data(TensorData::new(m, [rows, cfg.width]), device)
+            })
+            .collect()
+    })
+}
+
+/// Trains an MLP on `split.train`, evaluating on `split.valid` after every epoch.
+/// `on_epoch` returns `false` to stop early. Weights, batch order and dropout masks are
+/// drawn from `seed` alone. Returns the number of epochs run.
+pub fn train_mlp(
+    cfg: &MlpConfig,
+    split: &Split,
+    seed: u64,
+    device: &Device,
+    on_epoch: &mut dyn FnMut(&EpochMetrics) -> bool,
+) -> Result<u64, TrainError> {
+    check(cfg, &split.train, &split.valid)?;
     let ad = device.clone().autodiff();
     let mut init_rng = Rng::new(derive_seed(seed, 1));
     let mut order_rng = Rng::new(derive_seed(seed, 2));
@@ -215,7 +264,6 @@ pub fn train_mlp(
     let (x_valid, y_valid) = to_tensors(&split.valid, device);
     let n = split.train.len();
     let mut order: Vec<i64> = (0..n as i64).collect();
-    let keep = 1.0 - cfg.dropout;
 
     for epoch in 1..=cfg.epochs {
         order_rng.shuffle(&mut order);
@@ -225,22 +273,7 @@ pub fn train_mlp(
                 Tensor::<1, Int>::from_data(TensorData::new(chunk.to_vec(), [chunk.len()]), &ad);
             let x = x_train.clone().select(0, idx.clone());
             let y = y_train.clone().select(0, idx);
-            let masks: Option<Vec<Tensor<2>>> = (cfg.dropout > 0.0).then(|| {
-                (0..cfg.depth)
-                    .map(|_| {
-                        let m: Vec<f32> = (0..chunk.len() * cfg.width)
-                            .map(|_| {
-                                if dropout_rng.next_f64() < keep {
-                                    (1.0 / keep) as f32
-                                } else {
-                                    0.0
-                                }
-                            })
-                            .collect();
-                        Tensor::<2>::from_data(TensorData::new(m, [chunk.len(), cfg.width]), &ad)
-                    })
-                    .collect()
-            });
+            let masks = dropout_masks(cfg, chunk.len(), &mut dropout_rng, &ad);
             let logits = model.forward(x, masks.as_deref());
             hits += correct(logits.clone().detach(), y.clone());
             let loss = loss_fn.forward(logits, y);
@@ -255,20 +288,13 @@ pub fn train_mlp(
                 OptimizerKind::Sgd => sgd.step(cfg.lr, model, grads),
             };
         }
-        let eval = model.valid();
-        let logits = eval.forward(x_valid.clone(), None);
-        let val_hits = correct(logits.clone(), y_valid.clone());
-        let val_loss = scalar(
-            CrossEntropyLossConfig::new()
-                .init(device)
-                .forward(logits, y_valid.clone()),
-        );
+        let (val_loss, val_accuracy) = evaluate(model.valid(), &x_valid, &y_valid, device);
         let metrics = EpochMetrics {
             epoch,
             train_loss: loss_sum / batches as f64,
             train_accuracy: hits as f64 / n as f64,
             val_loss,
-            val_accuracy: val_hits as f64 / split.valid.len() as f64,
+            val_accuracy,
         };
         if !on_epoch(&metrics) {
             return Ok(epoch);

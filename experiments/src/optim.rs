@@ -174,6 +174,61 @@ impl FlatAdam {
     }
 }
 
+/// SGD with momentum μ (PyTorch's form, no dampening: `b ← μb + g`, `p ← p − lr·b`) and
+/// optional L2 weight decay, over the flat parameter vector.
+#[derive(Debug, Clone)]
+pub struct FlatSgd {
+    momentum: f64,
+    weight_decay: f64,
+    buffer: Option<Tensor<1>>,
+}
+
+impl FlatSgd {
+    /// SGD with momentum `momentum` and weight decay `weight_decay` (0 for none).
+    pub fn new(momentum: f64, weight_decay: f64) -> Self {
+        Self {
+            momentum,
+            weight_decay,
+            buffer: None,
+        }
+    }
+
+    /// One update of `module` with learning rate `lr` from its flat gradient `grad`.
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, grad: Tensor<1>) -> M {
+        let grad = if self.weight_decay > 0.0 {
+            grad + flat_parameters(&module).mul_scalar(self.weight_decay)
+        } else {
+            grad
+        };
+        let buffer = match self.buffer.take() {
+            Some(b) => b.mul_scalar(self.momentum) + grad,
+            None => grad,
+        };
+        let delta = buffer.clone().mul_scalar(lr);
+        self.buffer = Some(buffer);
+        module.map(&mut Apply { delta, offset: 0 })
+    }
+}
+
+/// Either flat optimizer, chosen by a trial's `optimizer` hyperparameter.
+#[derive(Debug, Clone)]
+pub enum FlatOptimizer {
+    /// [`FlatAdam`] (both boxed: tensors make their states large).
+    Adam(Box<FlatAdam>),
+    /// [`FlatSgd`].
+    Sgd(Box<FlatSgd>),
+}
+
+impl FlatOptimizer {
+    /// One update (see [`FlatAdam::step`]).
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, grad: Tensor<1>) -> M {
+        match self {
+            Self::Adam(o) => o.step(lr, module, grad),
+            Self::Sgd(o) => o.step(lr, module, grad),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +281,40 @@ mod tests {
         let travel: f32 = pa.iter().zip(&start).map(|(x, y)| (x - y).abs()).sum();
         assert!(travel > 0.1, "the parameters must move: {travel}");
         for (x, y) in pa.iter().zip(&pb) {
+            assert!((x - y).abs() < 1e-5, "{x} against {y}");
+        }
+    }
+
+    /// Flat SGD with momentum and weight decay follows Burn's SGD.
+    #[test]
+    fn flat_sgd_follows_burns_sgd() {
+        use burn::optim::SgdConfig;
+        use burn::optim::decay::WeightDecayConfig;
+        use burn::optim::momentum::MomentumConfig;
+        let device = Device::flex().autodiff();
+        let mut rng = Rng::new(7);
+        let mut a = Mlp::new(8, 3, 12, 2, &mut rng, &device);
+        let mut b = a.clone();
+        let mut flat = FlatSgd::new(0.9, 0.01);
+        let mut burn_sgd = SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+            .with_weight_decay(Some(WeightDecayConfig::new(0.01)))
+            .init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        for _ in 0..10 {
+            let (x, y) = batch(&mut rng, &device);
+            let loss = loss_fn.forward(a.forward(x.clone(), None), y.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &a);
+            let g = flat_gradient(&a, &grads);
+            a = flat.step(0.05, a, g);
+            let loss = loss_fn.forward(b.forward(x, None), y);
+            let grads = GradientsParams::from_grads(loss.backward(), &b);
+            b = burn_sgd.step(0.05, b, grads);
+        }
+        for (x, y) in values(flat_parameters(&a))
+            .iter()
+            .zip(&values(flat_parameters(&b)))
+        {
             assert!((x - y).abs() < 1e-5, "{x} against {y}");
         }
     }

@@ -6,6 +6,7 @@
 //! `TrialExecutor` trait. It must never write results or journal anything: it reports
 //! metrics through the reporter it is given and returns.
 
+pub mod collective;
 pub mod device;
 mod executor;
 pub mod metrics;

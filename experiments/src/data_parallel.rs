@@ -1,0 +1,254 @@
+//! Synchronous data-parallel training: one trial's model trained by several replicas,
+//! each on its own shards of the training data, with gradients summed across replicas
+//! after every step so that every replica holds the same parameters.
+//!
+//! The training set is cut into `S` fixed shards ([`Dataset::shard`]); a replica holds
+//! some of them. Every step's global batch takes `batch_size / S` rows from each shard,
+//! in an order drawn from the trial's seed, the epoch and the shard alone, so the global
+//! batch, and the dropout masks of its rows, do not depend on how many replicas share
+//! the shards. Each replica's loss is its rows' share of the global batch's mean, so the
+//! sum of the replicas' gradients is the global batch's gradient, and K = 1, 2 or 4
+//! replicas take the same steps up to the order of floating-point sums.
+//!
+//! The exchange itself is a [`Reducer`]: the worker supplies a ring all-reduce over TCP;
+//! this crate never touches the network.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tessera_core::rng::{Rng, derive_seed};
+
+use crate::dataset::Dataset;
+use crate::mlp::{
+    EpochMetrics, Mlp, MlpConfig, OptimizerKind, TrainError, check, correct, dropout_masks,
+    evaluate, to_tensors,
+};
+use crate::optim::{FlatAdam, FlatOptimizer, FlatSgd, flat_gradient, flat_parameters};
+
+/// Sums a vector element-wise across all replicas of a trial, in place; every replica
+/// must end with the same values.
+pub trait Reducer {
+    /// Replaces `values` with the element-wise sum over all replicas.
+    fn all_reduce_sum(&mut self, values: &mut [f32]) -> Result<(), String>;
+}
+
+/// The reducer of a trial trained by one replica: nothing to exchange.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Alone;
+
+impl Reducer for Alone {
+    fn all_reduce_sum(&mut self, _values: &mut [f32]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// One replica's part of a data-parallel trial.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// The shards this replica holds, as (shard index, rows).
+    pub shards: Vec<(usize, Dataset)>,
+    /// Rows in every shard of the training set, by shard index (from the manifest).
+    pub shard_rows: Vec<usize>,
+    /// Validation rows (every replica evaluates the same parameters on them).
+    pub valid: Dataset,
+}
+
+impl Replica {
+    /// Replica `rank` of `world` over `shards` shards of `train`: shards `rank`,
+    /// `rank + world`, … (the assignment the scheduler uses).
+    pub fn of(train: &Dataset, valid: &Dataset, shards: usize, rank: usize, world: usize) -> Self {
+        Self {
+            shards: (rank..shards)
+                .step_by(world.max(1))
+                .map(|s| (s, train.shard(s, shards)))
+                .collect(),
+            shard_rows: (0..shards)
+                .map(|s| train.len().saturating_sub(s).div_ceil(shards))
+                .collect(),
+            valid: valid.clone(),
+        }
+    }
+}
+
+/// What a data-parallel run ended with.
+#[derive(Debug, Clone)]
+pub struct DataParallelOutcome {
+    /// Epochs run.
+    pub epochs: u64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Floats this replica handed to the reducer per step (gradient plus two counters).
+    pub floats_per_step: usize,
+    /// The final parameters, flattened in the module's visiting order.
+    pub parameters: Vec<f32>,
+}
+
+fn order(seed: u64, epoch: u64, shard: usize, rows: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..rows).collect();
+    Rng::new(derive_seed(seed, (epoch << 20) ^ shard as u64 ^ 0xD47A)).shuffle(&mut idx);
+    idx
+}
+
+/// Trains replica `replica` of a data-parallel MLP trial; every replica of the trial must
+/// call this with the same `cfg`, `seed` and shard table. `on_epoch` (called with the
+/// metrics every replica agrees on) returns `false` to stop early.
+pub fn train_mlp_replica(
+    cfg: &MlpConfig,
+    replica: &Replica,
+    seed: u64,
+    device: &Device,
+    reducer: &mut dyn Reducer,
+    on_epoch: &mut dyn FnMut(&EpochMetrics) -> bool,
+) -> Result<DataParallelOutcome, TrainError> {
+    let Some((_, first)) = replica.shards.first() else {
+        return Err(TrainError::Data("this replica holds no shard".into()));
+    };
+    check(cfg, first, &replica.valid)?;
+    let n_shards = replica.shard_rows.len();
+    let per_shard = (cfg.batch_size / n_shards).max(1);
+    let largest = replica.shard_rows.iter().copied().max().unwrap_or(0);
+    let steps_per_epoch = largest.div_ceil(per_shard);
+    let total_rows: usize = replica.shard_rows.iter().sum();
+    let n_classes = replica
+        .shards
+        .iter()
+        .map(|(_, d)| d.n_classes)
+        .chain([replica.valid.n_classes])
+        .max()
+        .unwrap_or(0);
+
+    let ad = device.clone().autodiff();
+    let mut init_rng = Rng::new(derive_seed(seed, 1));
+    let mut model = Mlp::new(
+        first.n_features,
+        n_classes,
+        cfg.width,
+        cfg.depth,
+        &mut init_rng,
+        &ad,
+    );
+    let mut optim = match cfg.optimizer {
+        OptimizerKind::Adam => FlatOptimizer::Adam(Box::new(FlatAdam::new(cfg.weight_decay))),
+        OptimizerKind::Sgd => FlatOptimizer::Sgd(Box::new(FlatSgd::new(0.9, cfg.weight_decay))),
+    };
+    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+    let held: Vec<(usize, Tensor<2>, Tensor<1, Int>)> = replica
+        .shards
+        .iter()
+        .map(|(s, d)| {
+            let (x, y) = to_tensors(d, &ad);
+            (*s, x, y)
+        })
+        .collect();
+    let (x_valid, y_valid) = to_tensors(&replica.valid, device);
+    let mut steps = 0u64;
+    let mut floats_per_step = 0;
+
+    for epoch in 1..=cfg.epochs {
+        let orders: Vec<Vec<usize>> = held
+            .iter()
+            .map(|(s, _, _)| order(seed, epoch, *s, replica.shard_rows[*s]))
+            .collect();
+        let (mut loss_sum, mut hits) = (0.0, 0.0);
+        for step in 0..steps_per_epoch {
+            let rows_at = |rows: usize| {
+                let lo = (step * per_shard).min(rows);
+                lo..((step + 1) * per_shard).min(rows)
+            };
+            let global: usize = replica.shard_rows.iter().map(|r| rows_at(*r).len()).sum();
+            let mut parts_x = Vec::new();
+            let mut parts_y = Vec::new();
+            let mut masks: Vec<Vec<Tensor<2>>> = Vec::new();
+            for ((s, x, y), ord) in held.iter().zip(&orders) {
+                let range = rows_at(ord.len());
+                if range.is_empty() {
+                    continue;
+                }
+                let take: Vec<i64> = ord[range.clone()].iter().map(|i| *i as i64).collect();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(take, [range.len()]), &ad);
+                parts_x.push(x.clone().select(0, idx.clone()));
+                parts_y.push(y.clone().select(0, idx));
+                let mut mask_rng = Rng::new(derive_seed(
+                    seed,
+                    (epoch << 40) ^ ((step as u64) << 12) ^ *s as u64 ^ 0x3A5C,
+                ));
+                if let Some(m) = dropout_masks(cfg, range.len(), &mut mask_rng, &ad) {
+                    masks.push(m);
+                }
+            }
+            let local = parts_y.iter().map(|y| y.dims()[0]).sum::<usize>();
+            let (mut flat, local_loss, local_hits) = if local > 0 {
+                let x = Tensor::cat(parts_x, 0);
+                let y = Tensor::cat(parts_y, 0);
+                let masks: Option<Vec<Tensor<2>>> = (!masks.is_empty()).then(|| {
+                    (0..cfg.depth)
+                        .map(|layer| {
+                            Tensor::cat(masks.iter().map(|m| m[layer].clone()).collect(), 0)
+                        })
+                        .collect()
+                });
+                let logits = model.forward(x, masks.as_deref());
+                let local_hits = correct(logits.clone().detach(), y.clone());
+                // This replica's share of the global batch's mean loss.
+                let loss = loss_fn
+                    .forward(logits, y)
+                    .mul_scalar(local as f64 / global as f64);
+                let local_loss = f64::from(loss.clone().detach().into_scalar::<f32>());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let g = flat_gradient(&model, &grads).into_data();
+                (
+                    g.try_to_vec::<f32>()
+                        .map_err(|e| TrainError::Data(format!("{e:?}")))?,
+                    local_loss,
+                    local_hits as f64,
+                )
+            } else {
+                (vec![0.0; flat_parameters(&model).dims()[0]], 0.0, 0.0)
+            };
+            // One exchange carries the gradient and the step's loss and hit count.
+            flat.push(local_loss as f32);
+            flat.push(local_hits as f32);
+            floats_per_step = flat.len();
+            reducer
+                .all_reduce_sum(&mut flat)
+                .map_err(|e| TrainError::Data(format!("gradient exchange failed: {e}")))?;
+            hits += f64::from(flat.pop().unwrap_or(0.0));
+            loss_sum += f64::from(flat.pop().unwrap_or(0.0));
+            let n = flat.len();
+            let grad = Tensor::<1>::from_data(TensorData::new(flat, [n]), device);
+            model = optim.step(cfg.lr, model, grad);
+            steps += 1;
+        }
+        let (val_loss, val_accuracy) = evaluate(model.valid(), &x_valid, &y_valid, device);
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / steps_per_epoch.max(1) as f64,
+            train_accuracy: hits / total_rows.max(1) as f64,
+            val_loss,
+            val_accuracy,
+        };
+        if !on_epoch(&metrics) {
+            return finish(epoch, steps, floats_per_step, &model);
+        }
+    }
+    finish(cfg.epochs, steps, floats_per_step, &model)
+}
+
+fn finish(
+    epochs: u64,
+    steps: u64,
+    floats_per_step: usize,
+    model: &Mlp,
+) -> Result<DataParallelOutcome, TrainError> {
+    let parameters = flat_parameters(model)
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainError::Data(format!("{e:?}")))?;
+    Ok(DataParallelOutcome {
+        epochs,
+        steps,
+        floats_per_step,
+        parameters,
+    })
+}

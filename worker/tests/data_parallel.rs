@@ -1,0 +1,126 @@
+//! Data-parallel training over the real TCP ring: K = 2 and K = 4 replicas, each on its
+//! own shards, take the same steps as one replica holding every shard, and the
+//! quick-start MLP trained data-parallel is as accurate as trained alone.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use tessera_experiments::data_parallel::{DataParallelOutcome, Replica, train_mlp_replica};
+use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, Split, train_mlp};
+use tessera_worker::collective::on_loopback;
+
+const SHARDS: usize = 4;
+
+fn digits() -> Split {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/digits/digits.parquet");
+    Dataset::from_parquet(&path).unwrap().split(0.2, 0)
+}
+
+/// Trains `cfg` on K replicas (threads joined by a loopback ring); every replica's
+/// outcome and last validation accuracy, by rank.
+fn train(k: usize, cfg: &MlpConfig, split: &Split) -> Vec<(DataParallelOutcome, f64)> {
+    on_loopback(k, 1, |rank, mut ring| {
+        let replica = Replica::of(&split.train, &split.valid, SHARDS, rank, k);
+        let mut accuracy = 0.0;
+        let out = train_mlp_replica(cfg, &replica, 5, &Device::flex(), &mut ring, &mut |m| {
+            accuracy = m.val_accuracy;
+            true
+        })
+        .unwrap();
+        (out, accuracy)
+    })
+}
+
+fn assert_close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("{what}: worst {worst}");
+    assert!(
+        worst <= tolerance,
+        "{what}: parameters differ by up to {worst}"
+    );
+}
+
+fn same_steps_for_any_k(cfg: &MlpConfig) {
+    let split = digits();
+    let one: Vec<_> = train(1, cfg, &split).into_iter().map(|r| r.0).collect();
+    let moved = one[0].parameters.iter().map(|p| p.abs()).sum::<f32>();
+    assert!(one[0].steps > 10 && moved > 0.0);
+    for k in [2, 4] {
+        let replicas: Vec<_> = train(k, cfg, &split).into_iter().map(|r| r.0).collect();
+        for r in &replicas {
+            // Every replica ends with bit-identical parameters ...
+            assert_eq!(r.parameters, replicas[0].parameters, "k = {k}");
+            assert_eq!(r.steps, one[0].steps);
+        }
+        // ... equal to one replica's up to the order of floating-point sums.
+        assert_close(
+            &replicas[0].parameters,
+            &one[0].parameters,
+            1e-5,
+            &format!("k = {k}"),
+        );
+    }
+}
+
+#[test]
+fn two_and_four_replicas_take_the_same_adam_steps_as_one() {
+    same_steps_for_any_k(&MlpConfig {
+        lr: 0.01,
+        width: 32,
+        depth: 2,
+        batch_size: 64,
+        epochs: 1,
+        ..MlpConfig::default()
+    });
+}
+
+#[test]
+fn dropout_masks_and_sgd_do_not_depend_on_the_replica_count() {
+    same_steps_for_any_k(&MlpConfig {
+        lr: 0.05,
+        width: 24,
+        depth: 1,
+        dropout: 0.25,
+        batch_size: 32,
+        epochs: 1,
+        optimizer: OptimizerKind::Sgd,
+        weight_decay: 1e-4,
+    });
+}
+
+#[test]
+fn the_quick_start_mlp_trained_data_parallel_is_as_accurate_as_alone() {
+    let split = digits();
+    let cfg = MlpConfig {
+        lr: 0.01,
+        width: 64,
+        depth: 2,
+        batch_size: 64,
+        epochs: 8,
+        ..MlpConfig::default()
+    };
+    let mut alone = 0.0;
+    train_mlp(&cfg, &split, 5, &Device::flex(), &mut |m| {
+        alone = m.val_accuracy;
+        true
+    })
+    .unwrap();
+    let parallel: Vec<f64> = train(2, &cfg, &split).into_iter().map(|r| r.1).collect();
+    eprintln!("alone {alone} parallel {parallel:?}");
+    assert_eq!(
+        parallel[0], parallel[1],
+        "replicas report the same accuracy"
+    );
+    assert!(alone > 0.93, "alone: {alone}");
+    assert!(
+        (parallel[0] - alone).abs() < 0.02,
+        "data-parallel {} against alone {alone}",
+        parallel[0]
+    );
+}
