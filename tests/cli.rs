@@ -707,3 +707,69 @@ fn a_metalic_bandit_plays_any_program() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("repots"));
 }
+
+/// A data-parallel sweep through the binary: every trial trains on 2 of the 4 embedded
+/// workers at once, each replica on its own shards; the replicas table says which.
+#[test]
+fn a_data_parallel_sweep_trains_each_trial_on_two_workers_over_their_shards() {
+    let yaml = std::fs::read_to_string(root().join("configs/data-parallel.yaml"))
+        .unwrap()
+        .replace(
+            "../experiments/data/digits/digits.parquet",
+            root()
+                .join("experiments/data/digits/digits.parquet")
+                .to_str()
+                .unwrap(),
+        )
+        .replace("epochs: 8", "epochs: 3");
+    // Fewer workers than a trial's replicas is a usage error, before anything runs.
+    let (_d, _out, o) = run_sweep(&yaml, &[], &["--workers", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass --workers 2"));
+
+    let (_dir, out, o) = run_sweep(&yaml, &[], &["--workers", "4"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trials = tessera_orchestrator::store::read_table(&out, "trials").unwrap();
+    assert_eq!(trials.height(), 4);
+    let status = trials.column("status").unwrap().str().unwrap().clone();
+    let acc = trials
+        .column("val_accuracy")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .clone();
+    for i in 0..trials.height() {
+        assert_eq!(status.get(i), Some("finished"));
+    }
+    let best = (0..trials.height())
+        .filter_map(|i| acc.get(i))
+        .fold(0.0, f64::max);
+    assert!(best > 0.9, "best val_accuracy {best}");
+
+    // Two replicas per trial, on different workers, holding shards 0,2 and 1,3, for
+    // 3 epochs of ⌈360 rows per shard / 16⌉ steps.
+    let r = tessera_orchestrator::store::read_table(&out, "replicas").unwrap();
+    assert_eq!(r.height(), 8, "{r}");
+    let id = r.column("trial_id").unwrap().u64().unwrap().clone();
+    let rank = r.column("rank").unwrap().i64().unwrap().clone();
+    let worker = r.column("worker").unwrap().str().unwrap().clone();
+    let shards = r.column("shards").unwrap().str().unwrap().clone();
+    let steps = r.column("steps").unwrap().i64().unwrap().clone();
+    let mut by_trial: std::collections::BTreeMap<u64, Vec<(i64, String, String)>> =
+        Default::default();
+    for i in 0..r.height() {
+        assert_eq!(steps.get(i), Some(69), "{r}");
+        by_trial.entry(id.get(i).unwrap()).or_default().push((
+            rank.get(i).unwrap(),
+            worker.get(i).unwrap().to_owned(),
+            shards.get(i).unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(by_trial.len(), 4);
+    for replicas in by_trial.values() {
+        assert_eq!(replicas.len(), 2);
+        assert_ne!(replicas[0].1, replicas[1].1, "two workers: {replicas:?}");
+        let held: Vec<(i64, &str)> = replicas.iter().map(|(r, _, s)| (*r, s.as_str())).collect();
+        assert_eq!(held, [(0, "0,2"), (1, "1,3")]);
+    }
+}

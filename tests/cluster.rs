@@ -150,7 +150,8 @@ impl Cluster {
     fn worker_cmd(&self, name: &str, slots: u32) -> Command {
         let mut c = tessera();
         c.args(["-v", "worker", "--join", &self.addr, "--name", name])
-            .args(["--slots", &slots.to_string()]);
+            .args(["--slots", &slots.to_string()])
+            .args(["--ring-bind", "127.0.0.1:0"]);
         c
     }
 
@@ -899,6 +900,72 @@ fn a_nas_sweep_runs_on_worker_nodes_with_the_supernet_shipped_to_them() {
     let (code, out, err) = c.client(&["report", &id]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Pareto front ("), "{out}");
+}
+
+/// Data-parallel trials across worker processes: each trial trains on 2 of the 3
+/// workers at once over their ring; a SIGKILLed worker's trial runs again on the two
+/// that are left, and every trial is recorded exactly once.
+#[test]
+fn data_parallel_trials_train_across_worker_processes_and_survive_a_killed_replica() {
+    let mut c = Cluster::new();
+    for w in ["w1", "w2", "w3"] {
+        c.add_worker(w, 1);
+    }
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments/data/digits/digits.parquet");
+    let yaml = format!(
+        "version: 1\nname: dp-cluster\nkind: random\nseed: 4\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 4 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 64\n  epochs: 200\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 4, max_attempts: 3 }}\nresources: {{ workers: 2 }}\n",
+        data.display()
+    );
+    let id = c.submit("dp-cluster", &yaml);
+    c.wait_for(&id, "a first trial", Duration::from_secs(120), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 1
+    });
+    // Kill a worker that is training a replica right now.
+    let busy = loop {
+        let all = c.status(&id);
+        let busy = all["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|w| (w["free"] == 0).then(|| w["name"].as_str().unwrap().to_owned()));
+        if let Some(b) = busy {
+            break b;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let index = ["w1", "w2", "w3"].iter().position(|w| *w == busy).unwrap();
+    c.workers[index].kill();
+    let s = c.wait_done(&id, Duration::from_secs(300));
+    assert_eq!(s["sweeps"][0]["state"], "complete", "{s}");
+    assert_eq!(s["sweeps"][0]["finished"], 4, "{s}");
+    let dir = c.run_dir(&id);
+    let t = read_table(&dir, "trials").unwrap();
+    let ids = t.column("trial_id").unwrap().u64().unwrap().clone();
+    let acc = t.column("val_accuracy").unwrap().f64().unwrap().clone();
+    let mut seen = BTreeSet::new();
+    for i in 0..t.height() {
+        assert!(seen.insert(ids.get(i).unwrap()), "a trial recorded twice");
+        assert!(acc.get(i).unwrap() > 0.9, "trial {i}: {:?}", acc.get(i));
+    }
+    assert_eq!(seen.len(), 4);
+    // Each trial's replicas ran on two different worker processes.
+    let r = read_table(&dir, "replicas").unwrap();
+    assert_eq!(r.height(), 8, "{r}");
+    let rid = r.column("trial_id").unwrap().u64().unwrap().clone();
+    let rw = r.column("worker").unwrap().str().unwrap().clone();
+    let mut by_trial: std::collections::BTreeMap<u64, BTreeSet<String>> = Default::default();
+    for i in 0..r.height() {
+        by_trial
+            .entry(rid.get(i).unwrap())
+            .or_default()
+            .insert(rw.get(i).unwrap().to_owned());
+    }
+    assert!(by_trial.values().all(|w| w.len() == 2), "{by_trial:?}");
+    // The killed replica's attempt ran again (trials take seconds; the kill came while
+    // one ran).
+    let log = c.coordinator.as_ref().unwrap().log();
+    assert!(log.contains("worker lost; the attempt runs again"), "{log}");
 }
 
 /// `(status code, body)` of `GET path` on a local port.

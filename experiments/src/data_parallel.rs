@@ -228,7 +228,13 @@ pub fn train_mlp_replica(
             val_loss,
             val_accuracy,
         };
-        if !on_epoch(&metrics) {
+        // Every replica stops together: one asking to stop (an early-stopping decision
+        // reaches replica 0 only; a cancelled replica) stops all.
+        let mut stop = [if on_epoch(&metrics) { 0.0 } else { 1.0 }];
+        reducer
+            .all_reduce_sum(&mut stop)
+            .map_err(|e| TrainError::Data(format!("gradient exchange failed: {e}")))?;
+        if stop[0] > 0.0 {
             return finish(epoch, steps, floats_per_step, &model);
         }
     }

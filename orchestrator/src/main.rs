@@ -99,6 +99,7 @@ struct DeviceArgs {
 fn executor_on(
     d: &DeviceArgs,
     slots: u32,
+    ring: (&str, Option<&str>),
 ) -> Result<(Arc<dyn TrialExecutor>, tessera_worker::device::Selected), Failure> {
     use tessera_worker::device::{Backend, compiled_backends, select};
     let backend = match &d.backend {
@@ -112,7 +113,15 @@ fn executor_on(
         })?),
     };
     let selected = select(backend, &d.device, slots).map_err(|e| Failure::Input(BadInput(e)))?;
-    let executor: Arc<dyn TrialExecutor> = Arc::new(tessera_worker::BurnExecutor::on(&selected));
+    // Replicas of data-parallel trials meet their rings here.
+    let (bind, advertise) = ring;
+    let hub = tessera_worker::collective::RingHub::bind(bind, advertise).map_err(|e| {
+        Failure::Input(BadInput(format!(
+            "cannot listen for data-parallel rings on {bind}: {e}; pick another --ring-bind"
+        )))
+    })?;
+    let executor: Arc<dyn TrialExecutor> =
+        Arc::new(tessera_worker::BurnExecutor::on(&selected).with_ring(hub));
     Ok((executor, selected))
 }
 
@@ -224,6 +233,19 @@ struct WorkerArgs {
     /// Serve Prometheus metrics on this address at /metrics.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Where replicas of data-parallel trials (`resources.workers` > 1) on this node
+    /// listen for their ring neighbours (port 0: any free port).
+    #[arg(
+        long,
+        env = "TESSERA_RING_BIND",
+        default_value = "0.0.0.0:0",
+        value_name = "HOST:PORT"
+    )]
+    ring_bind: String,
+    /// The host other workers reach this node's ring port at (default: the bound host,
+    /// or this node's hostname when bound to every interface).
+    #[arg(long, env = "TESSERA_RING_ADVERTISE", value_name = "HOST")]
+    ring_advertise: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
     /// Speak another protocol version (tests of the version check).
@@ -447,7 +469,7 @@ async fn cmd_run(args: RunArgs) -> Result<(), Failure> {
             || std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             |w| w as u32,
         );
-        executor_on(&device, slots)?.0
+        executor_on(&device, slots, ("127.0.0.1:0", None))?.0
     };
     #[cfg(not(feature = "worker"))]
     let executor: Arc<dyn TrialExecutor> = {
@@ -656,7 +678,17 @@ async fn cmd_worker(args: WorkerArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     #[cfg(feature = "worker")]
     let (executor, backend, device_gpus) = {
-        let (e, s) = executor_on(&args.device, slots)?;
+        // Advertise the bound host, or this node's name when bound to every interface.
+        let host = args.ring_bind.rsplit_once(':').map_or("", |(h, _)| h);
+        let advertise = args
+            .ring_advertise
+            .clone()
+            .or_else(|| matches!(host, "0.0.0.0" | "[::]" | "").then(hostname));
+        let (e, s) = executor_on(
+            &args.device,
+            slots,
+            (args.ring_bind.as_str(), advertise.as_deref()),
+        )?;
         (e, s.backend.as_str().to_owned(), s.gpus)
     };
     #[cfg(not(feature = "worker"))]
@@ -700,6 +732,7 @@ async fn cmd_worker(args: WorkerArgs) -> Result<(), Failure> {
         instance: tessera_core::rng::mix64(
             tessera_orchestrator::actors::now_ms() as u64 ^ u64::from(std::process::id()),
         ),
+        ring: executor.ring_address(),
     };
     eprintln!(
         "tessera: worker {name} ({slots} slots, {} on {}) joining {}",

@@ -146,6 +146,7 @@ pub fn resolve_dataset(spec: &SweepSpec, base_dir: &Path) -> Option<DatasetRef> 
             path: abs.display().to_string(),
             validation_fraction: d.validation_fraction,
             split_seed: d.split_seed,
+            shards: d.shards,
         }
     })
 }
@@ -212,14 +213,16 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     }
     let root = results_of(&out)?;
     let objects = ObjectStore::open(&root).await.map_err(StoreError::from)?;
-    let kind_tables: &[&str] = match spec.kind {
-        tessera_core::spec::SweepKind::Fractal => &[tessera_core::fractal_sweep::RASTER_TABLE],
-        tessera_core::spec::SweepKind::Nas => tessera_core::nas_sweep::TABLES,
-        tessera_core::spec::SweepKind::Metalic => tessera_core::metalic_sweep::TABLES,
-        _ => &[],
-    };
+    let tables = spec.tables();
+    // Kinds whose analysis and images are written when the sweep completes.
+    let has_summary = matches!(
+        spec.kind,
+        tessera_core::spec::SweepKind::Fractal
+            | tessera_core::spec::SweepKind::Nas
+            | tessera_core::spec::SweepKind::Metalic
+    );
     let store =
-        RunStore::new(objects, spec.space.clone(), &spec.objective.metric).with_tables(kind_tables);
+        RunStore::new(objects, spec.space.clone(), &spec.objective.metric).with_tables(&tables);
     let mut meta = serde_json::json!({
         "sweep": id,
         "name": spec.name,
@@ -228,7 +231,7 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         "objective": { "metric": spec.objective.metric, "goal": spec.objective.goal.as_str() },
         "tables": { "trials": TRIALS, "metrics": METRICS },
     });
-    for t in kind_tables {
+    for t in &tables {
         meta["tables"][*t] = (*t).into();
     }
     if let Some(f) = &spec.fractal {
@@ -283,7 +286,7 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     let (done_tx, done_rx) = oneshot::channel();
     // A fractal or nas sweep's analysis and images are written when it completes,
     // before its end is announced.
-    let done_tx = if kind_tables.is_empty() {
+    let done_tx = if !has_summary {
         done_tx
     } else {
         let (inner_tx, inner_rx) = oneshot::channel::<Result<SweepResult, String>>();
@@ -376,6 +379,12 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
             spec.slots
         )));
     }
+    if spec.workers > 1 && (workers as u32) < spec.workers {
+        return Err(RunError::Usage(format!(
+            "resources.workers is {} but this run has {workers} worker(s); pass --workers {}",
+            spec.workers, spec.workers
+        )));
+    }
     fs::create_dir_all(&out).map_err(io(&out))?;
     if !exists {
         fs::write(out.join(SPEC_FILE), &source).map_err(io(&out))?;
@@ -409,6 +418,7 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
                 name,
                 slots: 1,
                 gpus: 0,
+                ring: executor.ring_address(),
                 link: WorkerLink::Local(w.clone()),
                 busy: Vec::new(),
             })

@@ -8,7 +8,7 @@
 //! Run: `cargo bench --profile dev -p tessera-worker --bench data_parallel -- [--width 1024]
 //! [--epochs 3] [--batch 256]`.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use tessera_experiments::data_parallel::{Reducer, Replica, train_mlp_replica};
 use tessera_experiments::{Dataset, MlpConfig};
-use tessera_worker::collective::Ring;
+use tessera_worker::collective::{Ring, RingHub};
 
 const SHARDS: usize = 4;
 
@@ -54,18 +54,21 @@ fn config() -> MlpConfig {
     }
 }
 
+/// Joins the ring of replica processes listening on loopback `ports`, by rank.
+fn join(rank: usize, ports: &[u16], session: u64) -> Ring {
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let hub = RingHub::bind(&peers[rank], None).expect("the replica's port is free");
+    hub.join(rank, &peers, session, Duration::from_secs(60))
+        .expect("the replicas meet")
+}
+
 /// One replica process: trains and prints its figures as JSON.
 fn replica(rank: usize, ports: &[u16]) {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/digits/digits.parquet");
     let split = Dataset::from_parquet(&path).unwrap().split(0.2, 0);
     let world = ports.len();
-    let peers: Vec<SocketAddr> = ports
-        .iter()
-        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
-        .collect();
-    let listener = TcpListener::bind(peers[rank]).unwrap();
-    let ring = Ring::join(rank, &peers, &listener, 1, Duration::from_secs(60)).unwrap();
+    let ring = join(rank, ports, 1);
     let mut timed = Timed {
         ring,
         spent: Duration::ZERO,
@@ -100,12 +103,7 @@ fn replica(rank: usize, ports: &[u16]) {
 
 /// One replica process of the exchange alone: `--rounds` all-reduces of `floats` floats.
 fn ring_only(rank: usize, ports: &[u16], floats: usize) {
-    let peers: Vec<SocketAddr> = ports
-        .iter()
-        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
-        .collect();
-    let listener = TcpListener::bind(peers[rank]).unwrap();
-    let mut ring = Ring::join(rank, &peers, &listener, 2, Duration::from_secs(60)).unwrap();
+    let mut ring = join(rank, ports, 2);
     let mut v = vec![1.0f32; floats];
     ring.all_reduce(&mut v).unwrap(); // warm-up
     let rounds = arg("--rounds", 20);

@@ -10,8 +10,10 @@
 //! A peer that dies or is cut off makes the exchange fail with an error after the read
 //! timeout instead of hanging the others.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tessera_experiments::data_parallel::Reducer;
@@ -40,24 +42,84 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
-impl Ring {
-    /// Joins the ring of `peers` (every replica's listening address, by rank) as `rank`,
-    /// listening on `listener` (bound to `peers[rank]`). `session` names the trial's
-    /// attempt: a connection from another session is refused. Gives up after `timeout`
-    /// and fails any later exchange whose peer is silent that long.
+/// Connections that arrived, by (session, sender's rank), with when they arrived.
+type Arrivals = HashMap<(u64, u64), (TcpStream, Instant)>;
+
+/// A process's meeting point for rings: one listening port that every replica this
+/// process runs (of any trial, any rank) shares. A connection announces its session and
+/// rank; the hub parks it until the replica that expects it asks.
+#[derive(Debug)]
+pub struct RingHub {
+    address: String,
+    arrivals: Arc<(Mutex<Arrivals>, Condvar)>,
+}
+
+/// How long an unclaimed connection is kept (its replica may start a little later).
+const PARK: Duration = Duration::from_secs(120);
+
+impl RingHub {
+    /// Listens on `bind` (`HOST:PORT`, port 0 for any) and advertises `advertise:PORT`
+    /// to peers (default: the bound address).
+    pub fn bind(bind: &str, advertise: Option<&str>) -> io::Result<Arc<Self>> {
+        let listener = TcpListener::bind(bind)?;
+        let local = listener.local_addr()?;
+        let address = match advertise {
+            Some(host) => format!("{host}:{}", local.port()),
+            None => local.to_string(),
+        };
+        let arrivals: Arc<(Mutex<Arrivals>, Condvar)> = Arc::default();
+        let parked = arrivals.clone();
+        std::thread::Builder::new()
+            .name("ring-hub".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut s) = stream else { continue };
+                    let parked = parked.clone();
+                    // Read the handshake off the accepting thread: a silent stranger
+                    // must not hold up the others.
+                    std::thread::spawn(move || {
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                        let mut h = [0u8; 24];
+                        if s.read_exact(&mut h).is_err() || &h[..8] != MAGIC {
+                            return;
+                        }
+                        let session = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+                        let rank = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
+                        let (lock, ready) = &*parked;
+                        if let Ok(mut map) = lock.lock() {
+                            map.retain(|_, (_, at)| at.elapsed() < PARK);
+                            map.insert((session, rank), (s, Instant::now()));
+                            ready.notify_all();
+                        }
+                    });
+                }
+            })?;
+        Ok(Arc::new(Self { address, arrivals }))
+    }
+
+    /// The address peers connect to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Joins the ring of `peers` (every replica's hub address, by rank) as `rank`:
+    /// connects to the next replica and takes the previous one's connection for
+    /// `session` (the attempt's token: connections of other attempts are never taken).
+    /// Gives up after `timeout`, and fails any later exchange whose peer is silent as
+    /// long.
     pub fn join(
+        &self,
         rank: usize,
-        peers: &[SocketAddr],
-        listener: &TcpListener,
+        peers: &[String],
         session: u64,
         timeout: Duration,
-    ) -> io::Result<Self> {
+    ) -> io::Result<Ring> {
         let world = peers.len();
         if rank >= world {
             return Err(invalid(format!("rank {rank} outside a ring of {world}")));
         }
         if world == 1 {
-            return Ok(Self {
+            return Ok(Ring {
                 rank,
                 world,
                 next: None,
@@ -66,56 +128,63 @@ impl Ring {
             });
         }
         let deadline = Instant::now() + timeout;
-        let next_addr = peers[(rank + 1) % world];
-        let expected_prev = (rank + world - 1) % world;
-        // Connect to the next replica from another thread while accepting the previous
-        // one here: every replica does both, so neither may wait for the other.
-        let (next, prev) = std::thread::scope(|scope| {
-            let connect = scope.spawn(|| -> io::Result<TcpStream> {
-                loop {
-                    match TcpStream::connect_timeout(&next_addr, Duration::from_millis(500)) {
-                        Ok(mut s) => {
-                            s.write_all(&handshake(session, rank))?;
-                            return Ok(s);
-                        }
-                        Err(e) if Instant::now() >= deadline => return Err(e),
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
-            });
-            let prev = (|| -> io::Result<TcpStream> {
-                listener.set_nonblocking(true)?;
-                loop {
-                    match listener.accept() {
-                        Ok((mut s, _)) => {
-                            s.set_nonblocking(false)?;
-                            s.set_read_timeout(Some(timeout))?;
-                            let mut h = [0u8; 24];
-                            s.read_exact(&mut h)?;
-                            if h == handshake(session, expected_prev) {
-                                return Ok(s);
-                            }
-                            // A stale attempt or a stranger: drop it and keep waiting.
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            if Instant::now() >= deadline {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    format!("replica {expected_prev} never connected"),
-                                ));
-                            }
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            })();
-            let next = connect
-                .join()
-                .expect("the connecting thread does not panic");
-            (next, prev)
-        });
-        let (next, prev) = (next?, prev?);
+        let next_addr = resolve(&peers[(rank + 1) % world])?;
+        let next = connect(next_addr, session, rank, deadline)?;
+        let expected = ((rank + world - 1) % world) as u64;
+        let (lock, ready) = &*self.arrivals;
+        let mut map = lock
+            .lock()
+            .map_err(|_| invalid("the ring hub's table is poisoned".into()))?;
+        let prev = loop {
+            if let Some((s, _)) = map.remove(&(session, expected)) {
+                break s;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("replica {expected} never connected"),
+                ));
+            }
+            map = ready
+                .wait_timeout(map, left)
+                .map_err(|_| invalid("the ring hub's table is poisoned".into()))?
+                .0;
+        };
+        drop(map);
+        Ring::over(rank, world, next, prev, timeout)
+    }
+}
+
+fn resolve(address: &str) -> io::Result<SocketAddr> {
+    address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| invalid(format!("{address} resolves to no address")))
+}
+
+/// Connects to the next replica, retrying until `deadline` (it may not listen yet).
+fn connect(to: SocketAddr, session: u64, rank: usize, deadline: Instant) -> io::Result<TcpStream> {
+    loop {
+        match TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
+            Ok(mut s) => {
+                s.write_all(&handshake(session, rank))?;
+                return Ok(s);
+            }
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+impl Ring {
+    fn over(
+        rank: usize,
+        world: usize,
+        next: TcpStream,
+        prev: TcpStream,
+        timeout: Duration,
+    ) -> io::Result<Self> {
         for s in [&next, &prev] {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(timeout))?;
@@ -187,24 +256,22 @@ impl Ring {
     }
 }
 
-/// Runs `f(rank, ring)` for `k` replicas on threads of this process, joined by a ring on
-/// loopback: for tests and single-machine experiments.
+/// Runs `f(rank, ring)` for `k` replicas on threads of this process, each with its own
+/// hub on loopback: for tests and single-machine experiments.
 pub fn on_loopback<T: Send>(k: usize, session: u64, f: impl Fn(usize, Ring) -> T + Sync) -> Vec<T> {
-    let listeners: Vec<TcpListener> = (0..k)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a loopback port"))
+    let hubs: Vec<Arc<RingHub>> = (0..k)
+        .map(|_| RingHub::bind("127.0.0.1:0", None).expect("a loopback port"))
         .collect();
-    let peers: Vec<SocketAddr> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("a bound address"))
-        .collect();
+    let peers: Vec<String> = hubs.iter().map(|h| h.address().to_owned()).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = listeners
+        let handles: Vec<_> = hubs
             .iter()
             .enumerate()
-            .map(|(rank, l)| {
+            .map(|(rank, hub)| {
                 let (peers, f) = (&peers, &f);
                 scope.spawn(move || {
-                    let ring = Ring::join(rank, peers, l, session, Duration::from_secs(30))
+                    let ring = hub
+                        .join(rank, peers, session, Duration::from_secs(30))
                         .expect("replicas on loopback join their ring");
                     f(rank, ring)
                 })
@@ -274,14 +341,45 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_from_another_session_is_refused() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let other = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peers = [listener.local_addr().unwrap(), other.local_addr().unwrap()];
+    fn a_connection_from_another_session_is_not_taken() {
+        let hub = RingHub::bind("127.0.0.1:0", None).unwrap();
+        let other = RingHub::bind("127.0.0.1:0", Some("127.0.0.1")).unwrap();
+        assert!(other.address().starts_with("127.0.0.1:"));
+        let peers = [hub.address().to_owned(), other.address().to_owned()];
         // A stranger (session 8) connects as rank 1; rank 0 of session 7 must not take it.
-        let mut s = TcpStream::connect(peers[0]).unwrap();
+        let mut s = TcpStream::connect(hub.address()).unwrap();
         s.write_all(&handshake(8, 1)).unwrap();
-        let e = Ring::join(0, &peers, &listener, 7, Duration::from_millis(600)).unwrap_err();
+        let e = hub
+            .join(0, &peers, 7, Duration::from_millis(600))
+            .unwrap_err();
         assert!(e.to_string().contains("replica 1 never connected"), "{e}");
+    }
+
+    #[test]
+    fn two_rings_share_one_hub() {
+        // Two sessions, each a ring of 2 over the same two hubs, joined concurrently.
+        let hubs = [
+            RingHub::bind("127.0.0.1:0", None).unwrap(),
+            RingHub::bind("127.0.0.1:0", None).unwrap(),
+        ];
+        let peers: Vec<String> = hubs.iter().map(|h| h.address().to_owned()).collect();
+        let sums: Vec<f32> = std::thread::scope(|scope| {
+            let handles: Vec<_> = [(1u64, 0usize), (1, 1), (2, 0), (2, 1)]
+                .into_iter()
+                .map(|(session, rank)| {
+                    let (hubs, peers) = (&hubs, &peers);
+                    scope.spawn(move || {
+                        let mut ring = hubs[rank]
+                            .join(rank, peers, session, Duration::from_secs(10))
+                            .unwrap();
+                        let mut v = vec![session as f32 * 10.0 + rank as f32];
+                        ring.all_reduce(&mut v).unwrap();
+                        v[0]
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(sums, vec![21.0, 21.0, 41.0, 41.0]);
     }
 }

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use tessera_core::Decision;
 use tessera_core::program::{ProgramInfo, TrialExecutor, TrialReporter};
-use tessera_core::trial::{DatasetRef, MetricValues, TrialAssignment};
-use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, Split, train_mlp};
+use tessera_core::trial::{Artifact, ArtifactColumn, DatasetRef, MetricValues, TrialAssignment};
+use tessera_experiments::data_parallel::{Replica, train_mlp_replica};
+use tessera_experiments::{Dataset, EpochMetrics, MlpConfig, OptimizerKind, Split, train_mlp};
 
+use crate::collective::RingHub;
 use crate::metrics::{SAMPLES_PER_SECOND, STEP_DURATION};
 use crate::params::ParamReader;
 use crate::programs::{FRACTAL_TILE, METALIC, MLP, NAS, SYNTHETIC, program_infos};
@@ -23,7 +25,11 @@ pub struct BurnExecutor {
     device: Device,
     programs: Vec<ProgramInfo>,
     splits: Mutex<HashMap<SplitKey, Arc<Split>>>,
+    ring: Option<Arc<RingHub>>,
 }
+
+/// How long a replica waits for its ring to form, and for a silent neighbour.
+const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for BurnExecutor {
     fn default() -> Self {
@@ -56,7 +62,14 @@ impl BurnExecutor {
             device,
             programs: program_infos(),
             splits: Mutex::new(HashMap::new()),
+            ring: None,
         }
+    }
+
+    /// The same executor, running replicas of data-parallel trials through `hub`.
+    pub fn with_ring(mut self, hub: Arc<RingHub>) -> Self {
+        self.ring = Some(hub);
+        self
     }
 
     fn split(&self, d: &DatasetRef) -> Result<Arc<Split>, String> {
@@ -108,7 +121,7 @@ impl BurnExecutor {
         let split = self.split(dataset)?;
         let rows = split.train.len() as f64;
         let mut last = Instant::now();
-        train_mlp(&cfg, &split, a.request.seed, &self.device, &mut |m| {
+        let mut on_epoch = |m: &EpochMetrics| {
             observe_epoch(MLP, rows, &mut last);
             let metrics: MetricValues = [
                 ("train_loss".to_owned(), m.train_loss),
@@ -119,9 +132,60 @@ impl BurnExecutor {
             .into_iter()
             .collect();
             reporter.report(m.epoch, &metrics) == Decision::Continue
-        })
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        };
+        let Some(replica) = &a.replica else {
+            return train_mlp(&cfg, &split, a.request.seed, &self.device, &mut on_epoch)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        };
+        // One replica of a data-parallel attempt: its shards, its ring.
+        let hub = self
+            .ring
+            .as_ref()
+            .ok_or("this worker takes no data-parallel trials (it has no ring address)")?;
+        let (rank, world) = (replica.rank as usize, replica.peers.len());
+        let shards = dataset.shards.max(1) as usize;
+        let mine = Replica::of(&split.train, &split.valid, shards, rank, world);
+        let mut ring = hub
+            .join(rank, &replica.peers, replica.attempt_lease, RING_TIMEOUT)
+            .map_err(|e| format!("replica {rank} of {world} cannot join its ring: {e}"))?;
+        let out = train_mlp_replica(
+            &cfg,
+            &mine,
+            a.request.seed,
+            &self.device,
+            &mut ring,
+            &mut on_epoch,
+        )
+        .map_err(|e| e.to_string())?;
+        if rank == 0 {
+            // Which workers and shards trained the trial, one row per replica.
+            let held = |r: usize| -> String {
+                (r..shards)
+                    .step_by(world)
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let n = world;
+            reporter.artifact(Artifact {
+                table: "replicas".into(),
+                columns: [
+                    ("rank", ArtifactColumn::I64((0..n as i64).collect())),
+                    ("worker", ArtifactColumn::Str(replica.workers.clone())),
+                    ("shards", ArtifactColumn::Str((0..n).map(held).collect())),
+                    (
+                        "bytes_sent",
+                        ArtifactColumn::I64(vec![ring.bytes_sent() as i64; n]),
+                    ),
+                    ("steps", ArtifactColumn::I64(vec![out.steps as i64; n])),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            });
+        }
+        Ok(())
     }
 
     fn run_synthetic(
@@ -603,6 +667,10 @@ fn hardware_label(device: &Device) -> String {
 impl TrialExecutor for BurnExecutor {
     fn programs(&self) -> Vec<ProgramInfo> {
         self.programs.clone()
+    }
+
+    fn ring_address(&self) -> Option<String> {
+        self.ring.as_ref().map(|h| h.address().to_owned())
     }
 
     fn execute(&self, a: &TrialAssignment, reporter: &mut dyn TrialReporter) -> Result<(), String> {

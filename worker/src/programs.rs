@@ -270,6 +270,7 @@ pub fn program_infos() -> Vec<ProgramInfo> {
             ],
             metrics: &["train_loss", "train_accuracy", "val_loss", "val_accuracy"],
             needs_dataset: true,
+            data_parallel: true,
         },
         ProgramInfo {
             name: SYNTHETIC,
@@ -315,6 +316,7 @@ pub fn program_infos() -> Vec<ProgramInfo> {
             ],
             metrics: &["loss", "score"],
             needs_dataset: false,
+            data_parallel: false,
         },
         ProgramInfo {
             name: FRACTAL_TILE,
@@ -327,6 +329,7 @@ pub fn program_infos() -> Vec<ProgramInfo> {
                 "network_steps_per_s",
             ],
             needs_dataset: false,
+            data_parallel: false,
         },
         ProgramInfo {
             name: NAS,
@@ -340,6 +343,7 @@ pub fn program_infos() -> Vec<ProgramInfo> {
                 "best_accuracy",
             ],
             needs_dataset: true,
+            data_parallel: false,
         },
         ProgramInfo {
             name: METALIC,
@@ -347,6 +351,7 @@ pub fn program_infos() -> Vec<ProgramInfo> {
             params: metalic_params(),
             metrics: &["loss", "error", "reward"],
             needs_dataset: false,
+            data_parallel: false,
         },
     ]
 }

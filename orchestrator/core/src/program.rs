@@ -50,6 +50,8 @@ pub struct ProgramInfo {
     pub metrics: &'static [&'static str],
     /// Whether it needs a `dataset`.
     pub needs_dataset: bool,
+    /// Whether one trial can train on several workers at once (`resources.workers`).
+    pub data_parallel: bool,
 }
 
 /// Runs trials. Implementations must be safe to call from several threads at once and
@@ -57,6 +59,12 @@ pub struct ProgramInfo {
 pub trait TrialExecutor: Send + Sync {
     /// The programs this executor can run.
     fn programs(&self) -> Vec<ProgramInfo>;
+
+    /// Where this executor's replicas of data-parallel trials meet their ring
+    /// (`HOST:PORT`), if it can run them.
+    fn ring_address(&self) -> Option<String> {
+        None
+    }
 
     /// Runs one attempt of a trial to its end, to an error, or until the reporter says
     /// stop.
@@ -162,6 +170,16 @@ pub fn check_program(spec: &SweepSpec, programs: &[ProgramInfo]) -> Result<(), P
             &["dataset"],
             format!("program `{}` takes no dataset", info.name),
             "remove the `dataset` section, or pick a program that trains on data",
+        ));
+    }
+    if spec.workers > 1 && !info.data_parallel {
+        return Err(Problem::new(
+            &["resources", "workers"],
+            format!(
+                "program `{}` cannot train one trial on several workers",
+                info.name
+            ),
+            "use `workers: 1`, or a program that trains data-parallel (mlp-classifier)",
         ));
     }
     if info.needs_dataset && spec.dataset.is_none() {

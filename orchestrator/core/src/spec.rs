@@ -243,6 +243,11 @@ pub struct RawDataset {
     /// Seed of the train/validation split, the same for every trial (default 0).
     #[serde(default)]
     pub split_seed: Option<u64>,
+    /// Fixed shards the training rows are cut into for data-parallel trials; each of a
+    /// trial's `resources.workers` replicas holds every K-th shard, and the batches do
+    /// not depend on K (default: `resources.workers`).
+    #[serde(default)]
+    pub shards: Option<u32>,
 }
 
 /// The objective section.
@@ -313,6 +318,10 @@ pub struct RawResources {
     /// GPUs one trial needs (default 0).
     #[serde(default)]
     pub gpus: Option<u32>,
+    /// Workers one trial trains on at once, each on its own shards of the dataset with
+    /// gradients summed every step (default 1). `slots` and `gpus` are per worker.
+    #[serde(default)]
+    pub workers: Option<u32>,
 }
 
 /// A validated dataset reference.
@@ -324,6 +333,8 @@ pub struct DatasetSpec {
     pub validation_fraction: f64,
     /// Seed of the split.
     pub split_seed: u64,
+    /// Shards of the training rows (1 unless trials are data-parallel).
+    pub shards: u32,
 }
 
 /// A validated objective.
@@ -391,8 +402,10 @@ pub struct SweepSpec {
     pub early_stopping: Option<EarlyStoppingSpec>,
     /// Slots per trial.
     pub slots: u32,
-    /// GPUs per trial.
+    /// GPUs per trial (per worker).
     pub gpus: u32,
+    /// Workers per trial (data-parallel replicas).
+    pub workers: u32,
     /// Results location as written.
     pub results: Option<String>,
     /// The `fractal` kind's settings.
@@ -401,6 +414,24 @@ pub struct SweepSpec {
     pub nas: Option<crate::nas_sweep::NasSpec>,
     /// The `metalic` kind's settings.
     pub metalic: Option<crate::metalic_sweep::MetalicSpec>,
+}
+
+impl SweepSpec {
+    /// The tables this sweep records besides `trials` and `metrics`: its kind's own, and
+    /// `replicas` (which workers and shards trained each trial) when trials are
+    /// data-parallel.
+    pub fn tables(&self) -> Vec<&'static str> {
+        let mut t: Vec<&'static str> = match self.kind {
+            SweepKind::Fractal => vec![crate::fractal_sweep::RASTER_TABLE],
+            SweepKind::Nas => crate::nas_sweep::TABLES.to_vec(),
+            SweepKind::Metalic => crate::metalic_sweep::TABLES.to_vec(),
+            _ => Vec::new(),
+        };
+        if self.workers > 1 {
+            t.push(crate::trial::REPLICAS_TABLE);
+        }
+        t
+    }
 }
 
 /// A problem found while validating, located by path in the document.
@@ -673,10 +704,20 @@ impl RawSweep {
                         "give a Parquet file's path, relative to the sweep file",
                     ));
                 }
+                let workers = self.resources.as_ref().and_then(|r| r.workers).unwrap_or(1);
+                let shards = d.shards.unwrap_or(workers.max(1));
+                if shards == 0 || shards < workers {
+                    return Err(Problem::new(
+                        &["dataset", "shards"],
+                        format!("dataset.shards is {shards} but resources.workers is {workers}"),
+                        "give at least one shard per worker, e.g. `shards: 4` for up to 4 workers",
+                    ));
+                }
                 Some(DatasetSpec {
                     path: d.path.clone(),
                     validation_fraction,
                     split_seed: d.split_seed.unwrap_or(0),
+                    shards,
                 })
             }
         };
@@ -834,10 +875,28 @@ impl RawSweep {
             ));
         }
 
-        let (slots, gpus) = match &self.resources {
-            None => (1, 0),
-            Some(r) => (r.slots.unwrap_or(1), r.gpus.unwrap_or(0)),
+        let (slots, gpus, workers) = match &self.resources {
+            None => (1, 0, 1),
+            Some(r) => (
+                r.slots.unwrap_or(1),
+                r.gpus.unwrap_or(0),
+                r.workers.unwrap_or(1),
+            ),
         };
+        if workers == 0 {
+            return Err(Problem::new(
+                &["resources", "workers"],
+                "resources.workers is 0",
+                "a trial trains on at least 1 worker",
+            ));
+        }
+        if workers > 1 && dataset.is_none() {
+            return Err(Problem::new(
+                &["resources", "workers"],
+                format!("resources.workers is {workers} but the sweep has no dataset to shard"),
+                "add `dataset: { path: …, shards: N }`, or use `workers: 1`",
+            ));
+        }
         if slots == 0 {
             return Err(Problem::new(
                 &["resources", "slots"],
@@ -877,6 +936,7 @@ impl RawSweep {
             early_stopping,
             slots,
             gpus,
+            workers,
             results: self.results,
             fractal,
             nas,

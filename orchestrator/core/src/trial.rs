@@ -45,6 +45,43 @@ pub struct TrialAssignment {
     /// super-network's weights).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<Artifact>,
+    /// This dispatch's place in a data-parallel attempt (`resources.workers` > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Box<ReplicaRef>>,
+}
+
+/// One replica of a data-parallel attempt: the attempt runs on `peers.len()` workers at
+/// once, replica `rank` holding shards `rank`, `rank + K`, … of the training set. Replica
+/// 0 reports and ends the attempt; the others only train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaRef {
+    /// The attempt's own dispatch token (replica 0's): the ring's session.
+    pub attempt_lease: u64,
+    /// This replica's rank, 0..K.
+    pub rank: u32,
+    /// Every replica's ring address (`HOST:PORT`), by rank.
+    pub peers: Vec<String>,
+    /// Every replica's worker name, by rank (recorded with the trial).
+    pub workers: Vec<String>,
+}
+
+/// The table of data-parallel trials' replicas: rank, worker, shards, steps, bytes.
+pub const REPLICAS_TABLE: &str = "replicas";
+
+/// Bits of a dispatch token that number the attempt; the bits above carry the replica
+/// rank, so every replica of a data-parallel attempt has its own token.
+const LEASE_BITS: u32 = 48;
+
+/// The attempt token after `previous`: attempt tokens keep to the low [`LEASE_BITS`]
+/// bits, so replica tokens never collide with them.
+pub fn next_attempt_lease(previous: u64) -> u64 {
+    previous.wrapping_add(1) & ((1 << LEASE_BITS) - 1)
+}
+
+/// The dispatch token of replica `rank` of the attempt dispatched as `lease` (rank 0
+/// keeps the attempt's own token).
+pub fn replica_lease(lease: u64, rank: u32) -> u64 {
+    lease ^ (u64::from(rank) << LEASE_BITS)
 }
 
 /// One report of a running attempt, kept by the worker and sent with the outcome.
@@ -67,6 +104,13 @@ pub struct DatasetRef {
     pub validation_fraction: f64,
     /// Seed of the split.
     pub split_seed: u64,
+    /// Fixed shards the training rows are cut into for data-parallel training.
+    #[serde(default = "one")]
+    pub shards: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Metric values a trial reports at one step (an epoch, usually).

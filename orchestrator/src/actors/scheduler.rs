@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tessera_core::trial::{TrialAssignment, TrialId};
+use tessera_core::trial::{ReplicaRef, TrialAssignment, TrialId, replica_lease};
 
 use super::sweep::SweepMsg;
 use super::worker::WorkerMsg;
@@ -45,6 +45,8 @@ pub enum SchedulerMsg {
         slots: u32,
         /// GPUs it has.
         gpus: u32,
+        /// Its ring address for data-parallel trials, if it takes them.
+        ring: Option<String>,
         /// How to reach it.
         link: WorkerLink,
         /// Dispatches it still runs from before (a rejoin).
@@ -63,8 +65,10 @@ pub enum SchedulerMsg {
         assignment: TrialAssignment,
         /// Slots it needs.
         slots: u32,
-        /// GPUs it needs.
+        /// GPUs it needs (per worker).
         gpus: u32,
+        /// Workers it trains on at once.
+        workers: u32,
         /// Its sweep.
         sweep: ActorRef<SweepMsg>,
     },
@@ -102,6 +106,9 @@ pub struct SlotView {
     pub gpus: u32,
     /// Datasets it has loaded before (placement prefers them).
     pub datasets: BTreeSet<String>,
+    /// Where its replicas of data-parallel trials meet their ring (`HOST:PORT`); a worker
+    /// without one runs only single-worker trials.
+    pub ring: Option<String>,
 }
 
 /// What one queued attempt needs.
@@ -113,33 +120,61 @@ pub struct Need {
     pub gpus: u32,
     /// Its dataset, if any.
     pub dataset: Option<String>,
+    /// Workers it trains on at once (data-parallel replicas; 0 or 1: one worker).
+    pub workers: u32,
 }
 
-/// Places attempts (in the order given) on workers: returns (need index, worker index)
-/// pairs. Never over-commits a worker's slots or GPUs. Among workers that fit, prefers
-/// one that already holds the attempt's dataset, then the one with the most free slots
-/// (spreading load), then the lowest index. An attempt that fits nowhere waits without
-/// blocking smaller ones behind it.
-pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, usize)> {
+/// Places attempts (in the order given) on workers: returns (need index, worker indices)
+/// pairs, one worker per replica. Never over-commits a worker's slots or GPUs. Among
+/// workers that fit, prefers ones that already hold the attempt's dataset, then the most
+/// free slots (spreading load), then the lowest index. An attempt that fits nowhere waits
+/// without blocking smaller ones behind it.
+///
+/// A data-parallel attempt (`workers: K > 1`) is gang-placed: K distinct workers with a
+/// ring address, all at once or not at all, so two such attempts competing for the same
+/// workers never hold half a gang each (no deadlock). So that single-worker attempts
+/// cannot keep a waiting gang's workers busy for ever, the first gang that cannot start
+/// reserves the K workers that will free up for it (those with the most free slots now):
+/// later attempts in the order skip them, and run on the other workers meanwhile.
+pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
     let mut free: Vec<(u32, u32)> = workers.iter().map(|w| (w.free, w.free_gpus)).collect();
+    let mut reserved = vec![false; workers.len()];
+    let mut reserving = false;
     let mut out = Vec::new();
     for (qi, need) in needs.iter().enumerate() {
-        let best = free
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, g))| *s >= need.slots && *g >= need.gpus)
-            .max_by_key(|(i, (s, _))| {
-                let holds = need
-                    .dataset
-                    .as_ref()
-                    .is_some_and(|d| workers[*i].datasets.contains(d));
-                (holds, *s, std::cmp::Reverse(*i))
-            })
-            .map(|(i, _)| i);
-        if let Some(wi) = best {
-            free[wi].0 -= need.slots;
-            free[wi].1 -= need.gpus;
-            out.push((qi, wi));
+        let k = need.workers.max(1) as usize;
+        let able = |i: &usize| {
+            !reserved[*i]
+                && workers[*i].capacity >= need.slots
+                && workers[*i].gpus >= need.gpus
+                && (k == 1 || workers[*i].ring.is_some())
+        };
+        let holds = |i: usize| {
+            need.dataset
+                .as_ref()
+                .is_some_and(|d| workers[i].datasets.contains(d))
+        };
+        let mut fit: Vec<usize> = (0..workers.len())
+            .filter(able)
+            .filter(|i| free[*i].0 >= need.slots && free[*i].1 >= need.gpus)
+            .collect();
+        fit.sort_by_key(|&i| std::cmp::Reverse((holds(i), free[i].0, std::cmp::Reverse(i))));
+        if fit.len() >= k {
+            fit.truncate(k);
+            for &wi in &fit {
+                free[wi].0 -= need.slots;
+                free[wi].1 -= need.gpus;
+            }
+            out.push((qi, fit));
+        } else if k > 1 && !reserving {
+            let mut could: Vec<usize> = (0..workers.len()).filter(able).collect();
+            if could.len() >= k {
+                could.sort_by_key(|&i| std::cmp::Reverse((free[i].0, std::cmp::Reverse(i))));
+                for &wi in &could[..k] {
+                    reserved[wi] = true;
+                }
+                reserving = true;
+            }
         }
     }
     out
@@ -177,6 +212,8 @@ struct Queued {
 }
 
 struct InFlight {
+    /// The attempt's token (its sweep knows it by this one; replicas have their own).
+    attempt: u64,
     worker: String,
     sweep_id: String,
     slots: u32,
@@ -226,44 +263,66 @@ impl SchedulerState {
         let views: Vec<SlotView> = self.workers.iter().map(|(v, _)| v.clone()).collect();
         let placed = place(&needs, &views);
         let mut taken = vec![false; self.queue.len()];
-        for &(oi, wi) in &placed {
+        for (oi, wis) in placed {
             let qi = order[oi];
             taken[qi] = true;
             let q = &self.queue[qi];
             crate::metrics::SCHEDULING_LATENCY
                 .with_label_values(&[] as &[&str])
                 .observe(q.queued_at.elapsed().as_secs_f64());
-            let (view, link) = &mut self.workers[wi];
-            view.free -= q.need.slots;
-            view.free_gpus -= q.need.gpus;
-            if let Some(d) = &q.need.dataset {
-                view.datasets.insert(d.clone());
-            }
-            self.in_flight.insert(
-                q.assignment.lease,
-                InFlight {
-                    worker: view.name.clone(),
-                    sweep_id: q.sweep_id.clone(),
-                    slots: q.need.slots,
-                    gpus: q.need.gpus,
-                    sweep: Some((q.sweep.clone(), q.assignment.request.trial_id)),
-                },
-            );
-            match link {
-                WorkerLink::Local(w) => {
-                    let _ = w.cast(WorkerMsg::Run {
-                        assignment: q.assignment.clone(),
-                        sweep: q.sweep.clone(),
-                        scheduler: self.myself.clone(),
-                    });
+            let gang = wis.len() > 1;
+            let peers: Vec<String> = wis
+                .iter()
+                .map(|&wi| self.workers[wi].0.ring.clone().unwrap_or_default())
+                .collect();
+            let names: Vec<String> = wis
+                .iter()
+                .map(|&wi| self.workers[wi].0.name.clone())
+                .collect();
+            for (rank, &wi) in wis.iter().enumerate() {
+                let mut assignment = q.assignment.clone();
+                if gang {
+                    assignment.lease = replica_lease(q.assignment.lease, rank as u32);
+                    assignment.replica = Some(Box::new(ReplicaRef {
+                        attempt_lease: q.assignment.lease,
+                        rank: rank as u32,
+                        peers: peers.clone(),
+                        workers: names.clone(),
+                    }));
                 }
-                WorkerLink::Remote(w) => {
-                    let _ = w.cast(ToWorker::Run {
+                let (view, link) = &mut self.workers[wi];
+                view.free -= q.need.slots;
+                view.free_gpus -= q.need.gpus;
+                if let Some(d) = &q.need.dataset {
+                    view.datasets.insert(d.clone());
+                }
+                self.in_flight.insert(
+                    assignment.lease,
+                    InFlight {
+                        attempt: q.assignment.lease,
+                        worker: view.name.clone(),
                         sweep_id: q.sweep_id.clone(),
-                        assignment: q.assignment.clone(),
                         slots: q.need.slots,
                         gpus: q.need.gpus,
-                    });
+                        sweep: Some((q.sweep.clone(), q.assignment.request.trial_id)),
+                    },
+                );
+                match link {
+                    WorkerLink::Local(w) => {
+                        let _ = w.cast(WorkerMsg::Run {
+                            assignment,
+                            sweep: q.sweep.clone(),
+                            scheduler: self.myself.clone(),
+                        });
+                    }
+                    WorkerLink::Remote(w) => {
+                        let _ = w.cast(ToWorker::Run {
+                            sweep_id: q.sweep_id.clone(),
+                            assignment,
+                            slots: q.need.slots,
+                            gpus: q.need.gpus,
+                        });
+                    }
                 }
             }
         }
@@ -275,13 +334,49 @@ impl SchedulerState {
         });
     }
 
+    /// The dispatch `lease` is gone with its worker: its attempt goes back to its sweep,
+    /// and the other replicas of a data-parallel attempt are stopped (their ring is
+    /// broken; the attempt runs again from the start elsewhere).
     fn lose(&mut self, lease: u64) {
         if let Some(InFlight {
+            attempt,
             sweep: Some((sweep, trial_id)),
             ..
         }) = self.in_flight.remove(&lease)
         {
-            let _ = sweep.cast(SweepMsg::AttemptLost { trial_id, lease });
+            let siblings: Vec<u64> = self
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.attempt == attempt)
+                .map(|(l, _)| *l)
+                .collect();
+            for l in siblings {
+                self.stop(l);
+                // Its slots come back when the replica ends; its sweep hears once.
+                if let Some(f) = self.in_flight.get_mut(&l) {
+                    f.sweep = None;
+                }
+            }
+            let _ = sweep.cast(SweepMsg::AttemptLost {
+                trial_id,
+                lease: attempt,
+            });
+        }
+    }
+
+    /// Asks the worker running dispatch `lease` to stop it.
+    fn stop(&self, lease: u64) {
+        let Some(f) = self.in_flight.get(&lease) else {
+            return;
+        };
+        match self.workers.iter().find(|(v, _)| v.name == f.worker) {
+            Some((_, WorkerLink::Local(w))) => {
+                let _ = w.cast(WorkerMsg::Cancel { lease });
+            }
+            Some((_, WorkerLink::Remote(w))) => {
+                let _ = w.cast(ToWorker::Cancel { lease });
+            }
+            None => {}
         }
     }
 
@@ -324,6 +419,7 @@ impl Actor for SchedulerActor {
                 name,
                 slots,
                 gpus,
+                ring,
                 link,
                 busy,
             } => {
@@ -349,6 +445,7 @@ impl Actor for SchedulerActor {
                     free_gpus: gpus,
                     gpus,
                     datasets: BTreeSet::new(),
+                    ring,
                 };
                 for b in busy {
                     view.free = view.free.saturating_sub(b.slots);
@@ -356,6 +453,7 @@ impl Actor for SchedulerActor {
                     state.in_flight.insert(
                         b.lease,
                         InFlight {
+                            attempt: b.lease,
                             worker: name.clone(),
                             sweep_id: b.sweep_id,
                             slots: b.slots,
@@ -383,6 +481,7 @@ impl Actor for SchedulerActor {
                 assignment,
                 slots,
                 gpus,
+                workers,
                 sweep,
             } => {
                 let dataset = assignment.dataset.as_ref().map(|d| d.path.clone());
@@ -394,6 +493,7 @@ impl Actor for SchedulerActor {
                         slots,
                         gpus,
                         dataset,
+                        workers,
                     },
                     sweep,
                 });
@@ -415,19 +515,16 @@ impl Actor for SchedulerActor {
                 for (sweep, trial_id, lease) in dropped {
                     let _ = sweep.cast(SweepMsg::AttemptLost { trial_id, lease });
                 }
-                for lease in leases {
-                    let Some(f) = state.in_flight.get(&lease) else {
-                        continue;
-                    };
-                    match state.workers.iter().find(|(v, _)| v.name == f.worker) {
-                        Some((_, WorkerLink::Local(w))) => {
-                            let _ = w.cast(WorkerMsg::Cancel { lease });
-                        }
-                        Some((_, WorkerLink::Remote(w))) => {
-                            let _ = w.cast(ToWorker::Cancel { lease });
-                        }
-                        None => {}
-                    }
+                // Every replica of a cancelled attempt stops.
+                let leases: BTreeSet<u64> = leases.into_iter().collect();
+                let stopping: Vec<u64> = state
+                    .in_flight
+                    .iter()
+                    .filter(|(_, f)| leases.contains(&f.attempt))
+                    .map(|(l, _)| *l)
+                    .collect();
+                for lease in stopping {
+                    state.stop(lease);
                 }
             }
             SchedulerMsg::Workers(reply) => {
@@ -471,14 +568,17 @@ mod tests {
     fn never_overcommits_and_spreads() {
         assert_eq!(
             place(&n(&[1, 1, 1]), &w(&[2, 1])),
-            vec![(0, 0), (1, 0), (2, 1)]
+            vec![(0, vec![0]), (1, vec![0]), (2, vec![1])]
         );
-        assert_eq!(place(&n(&[1, 1, 1, 1]), &w(&[1, 1])), vec![(0, 0), (1, 1)]);
+        assert_eq!(
+            place(&n(&[1, 1, 1, 1]), &w(&[1, 1])),
+            vec![(0, vec![0]), (1, vec![1])]
+        );
     }
 
     #[test]
     fn big_attempts_wait_without_blocking_small_ones() {
-        assert_eq!(place(&n(&[3, 1]), &w(&[2])), vec![(1, 0)]);
+        assert_eq!(place(&n(&[3, 1]), &w(&[2])), vec![(1, vec![0])]);
     }
 
     #[test]
@@ -489,10 +589,10 @@ mod tests {
         let gpu = |s| Need {
             slots: s,
             gpus: 1,
-            dataset: None,
+            ..Need::default()
         };
         // Two GPU trials, one GPU in the cluster: one runs, one waits.
-        assert_eq!(place(&[gpu(1), gpu(1)], &workers), vec![(0, 1)]);
+        assert_eq!(place(&[gpu(1), gpu(1)], &workers), vec![(0, vec![1])]);
     }
 
     #[test]
@@ -501,10 +601,85 @@ mod tests {
         workers[1].datasets.insert("d.parquet".into());
         let need = Need {
             slots: 1,
-            gpus: 0,
             dataset: Some("d.parquet".into()),
+            ..Need::default()
         };
-        assert_eq!(place(&[need.clone(), need], &workers), vec![(0, 1), (1, 0)]);
+        assert_eq!(
+            place(&[need.clone(), need], &workers),
+            vec![(0, vec![1]), (1, vec![0])]
+        );
+    }
+
+    /// Workers with ring addresses, `free` slots each out of `capacity`.
+    fn ringed(free: &[u32], capacity: u32) -> Vec<SlotView> {
+        let mut ws = w(free);
+        for (i, v) in ws.iter_mut().enumerate() {
+            v.capacity = capacity;
+            v.ring = Some(format!("10.0.0.{i}:7000"));
+        }
+        ws
+    }
+
+    fn gang(k: u32) -> Need {
+        Need {
+            slots: 1,
+            workers: k,
+            ..Need::default()
+        }
+    }
+
+    #[test]
+    fn a_gang_takes_distinct_workers_all_at_once_or_not_at_all() {
+        // Two free slots on one worker are not two workers.
+        assert_eq!(place(&[gang(2)], &ringed(&[2, 0], 2)), vec![]);
+        assert_eq!(
+            place(&[gang(2)], &ringed(&[2, 1, 0], 2)),
+            vec![(0, vec![0, 1])]
+        );
+        // A worker without a ring address takes no replica.
+        let mut ws = ringed(&[1, 1], 1);
+        ws[1].ring = None;
+        assert_eq!(place(&[gang(2)], &ws), vec![]);
+        assert_eq!(place(&n(&[1]), &ws), vec![(0, vec![0])]);
+    }
+
+    #[test]
+    fn competing_gangs_never_hold_half_each() {
+        // Three 1-slot workers, two gangs of 2: the first runs whole, the second waits
+        // whole (no deadlock of two half-placed gangs).
+        assert_eq!(
+            place(&[gang(2), gang(2)], &ringed(&[1, 1, 1], 1)),
+            vec![(0, vec![0, 1])]
+        );
+        // When the first ends, the second gets two workers at once.
+        assert_eq!(
+            place(&[gang(2)], &ringed(&[1, 1, 1], 1)),
+            vec![(0, vec![0, 1])]
+        );
+    }
+
+    #[test]
+    fn a_waiting_gang_reserves_workers_and_single_trials_use_the_rest() {
+        // Workers 0 and 1 are busy, 2 is free. A gang of 2 cannot start; it reserves the
+        // two workers that will free up for it (2, then 0), so the single trial behind
+        // it does not take worker 2 (else a stream of single trials could starve it).
+        assert_eq!(place(&[gang(2), gang(1)], &ringed(&[0, 0, 1], 1)), vec![]);
+        // Single trials ahead of the gang are never held back.
+        assert_eq!(
+            place(&[gang(1), gang(2)], &ringed(&[0, 0, 1], 1)),
+            vec![(0, vec![2])]
+        );
+        // Workers outside the reservation keep serving single trials: a gang needing 2
+        // slots on each of 2 workers reserves 2 and 0; worker 1 runs the single trial.
+        let big = Need {
+            slots: 2,
+            workers: 2,
+            ..Need::default()
+        };
+        assert_eq!(
+            place(&[big, gang(1)], &ringed(&[1, 1, 2], 2)),
+            vec![(1, vec![1])]
+        );
     }
 
     #[test]

@@ -207,23 +207,20 @@ impl Recorded {
         metrics: Vec<MetricRow>,
         artifacts: &[Artifact],
     ) -> Self {
+        let known = spec.tables();
         let tables = artifacts
             .iter()
             .filter_map(|a| match spec.kind {
-                tessera_core::spec::SweepKind::Fractal => {
+                tessera_core::spec::SweepKind::Fractal
+                    if a.table != tessera_core::trial::REPLICAS_TABLE =>
+                {
                     let rows = tessera_core::fractal_sweep::raster_rows(&row.params, a);
                     if rows.is_none() {
                         tracing::warn!(trial_id = row.trial_id, table = %a.table, "a tile's values do not fit the tile; not recorded");
                     }
                     rows
                 }
-                tessera_core::spec::SweepKind::Nas => tessera_core::nas_sweep::TABLES
-                    .contains(&a.table.as_str())
-                    .then(|| a.clone()),
-                tessera_core::spec::SweepKind::Metalic => tessera_core::metalic_sweep::TABLES
-                    .contains(&a.table.as_str())
-                    .then(|| a.clone()),
-                _ => None,
+                _ => known.contains(&a.table.as_str()).then(|| a.clone()),
             })
             .collect();
         Self {
@@ -328,7 +325,9 @@ impl SweepCore {
             stopper,
             running: BTreeMap::new(),
             // Leases of different coordinator lives must not collide.
-            next_lease: tessera_core::rng::mix64(now_ms() as u64 ^ u64::from(std::process::id())),
+            next_lease: tessera_core::trial::next_attempt_lease(tessera_core::rng::mix64(
+                now_ms() as u64 ^ u64::from(std::process::id()),
+            )),
             cancelled: state.cancelled,
             unflushed: BTreeSet::new(),
             flush_requested: false,
@@ -403,7 +402,7 @@ impl SweepCore {
     }
 
     fn start(&mut self, request: TrialRequest, attempt: u32) -> TrialAssignment {
-        self.next_lease = self.next_lease.wrapping_add(1);
+        self.next_lease = tessera_core::trial::next_attempt_lease(self.next_lease);
         let lease = self.next_lease;
         self.running.insert(
             request.trial_id,
@@ -430,6 +429,7 @@ impl SweepCore {
             wants_decisions: self.spec.early_stopping.is_some(),
             time_limit_s: self.spec.trial_timeout_s,
             inputs,
+            replica: None,
         }
     }
 
@@ -785,6 +785,7 @@ impl SweepState {
                 assignment,
                 slots: self.core.spec.slots,
                 gpus: self.core.spec.gpus,
+                workers: self.core.spec.workers,
                 sweep: myself.clone(),
             });
         }

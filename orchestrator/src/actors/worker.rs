@@ -228,7 +228,12 @@ impl Actor for WorkerActor {
                 let running =
                     crate::metrics::WORKER_TRIALS_RUNNING.with_label_values(&[&state.name]);
                 running.inc();
-                let decide: Decide = {
+                // Replicas other than 0 of a data-parallel attempt only train: replica 0
+                // reports and ends the attempt, and stops them all when told to.
+                let silent = assignment.replica.as_ref().is_some_and(|r| r.rank > 0);
+                let decide: Decide = if silent {
+                    Box::new(|_, _| Decision::Continue)
+                } else {
                     let sweep = sweep.clone();
                     Box::new(move |step, metrics| {
                         let call = sweep.call(
@@ -249,7 +254,13 @@ impl Actor for WorkerActor {
                     })
                 };
                 let on_end: OnEnd = Box::new(move |end| {
-                    let _ = sweep.cast(SweepMsg::AttemptEnded(end));
+                    if silent {
+                        if let Err(e) = &end.result {
+                            tracing::warn!(trial = end.trial_id, error = %e, "replica failed");
+                        }
+                    } else {
+                        let _ = sweep.cast(SweepMsg::AttemptEnded(end));
+                    }
                 });
                 let on_freed: OnFreed = Box::new(move || {
                     running.dec();

@@ -177,7 +177,12 @@ impl Actor for Agent {
                 let running_gauge =
                     crate::metrics::WORKER_TRIALS_RUNNING.with_label_values(&[&worker]);
                 running_gauge.inc();
-                let decide: Decide = {
+                // Replicas other than 0 of a data-parallel attempt only train: replica 0
+                // reports and ends the attempt, and stops them all when told to.
+                let silent = assignment.replica.as_ref().is_some_and(|r| r.rank > 0);
+                let decide: Decide = if silent {
+                    Box::new(|_, _| Decision::Continue)
+                } else {
                     let decisions = state.decisions.clone();
                     let worker = worker.clone();
                     let sweep_id = sweep_id.clone();
@@ -209,7 +214,14 @@ impl Actor for Agent {
                     let me = myself.clone();
                     let sweep_id = sweep_id.clone();
                     Box::new(move |end| {
-                        let _ = me.cast(ToWorker::LocalEnded(Box::new(Ended { sweep_id, end })));
+                        if silent {
+                            if let Err(e) = &end.result {
+                                tracing::warn!(trial = end.trial_id, error = %e, "replica failed");
+                            }
+                        } else {
+                            let _ =
+                                me.cast(ToWorker::LocalEnded(Box::new(Ended { sweep_id, end })));
+                        }
                     })
                 };
                 let on_freed: OnFreed = {

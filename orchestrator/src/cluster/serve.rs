@@ -257,6 +257,7 @@ impl GatewayState {
             name: info.name.clone(),
             slots: info.slots,
             gpus: info.gpus.len() as u32,
+            ring: info.ring.clone(),
             link: WorkerLink::Remote(agent.clone()),
             busy,
         });

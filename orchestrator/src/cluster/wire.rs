@@ -69,6 +69,10 @@ pub struct WorkerInfo {
     pub programs: Vec<String>,
     /// Random per process: a restarted worker of the same name is another instance.
     pub instance: u64,
+    /// Where its replicas of data-parallel trials meet their ring (`HOST:PORT`); none:
+    /// it runs only single-worker trials.
+    #[serde(default)]
+    pub ring: Option<String>,
 }
 
 /// A dispatch a worker is running (sent when it (re)joins).
