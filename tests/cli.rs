@@ -773,3 +773,90 @@ fn a_data_parallel_sweep_trains_each_trial_on_two_workers_over_their_shards() {
         assert_eq!(held, [(0, "0,2"), (1, "1,3")]);
     }
 }
+
+/// A registered dataset: `tessera dataset add` writes shards, validation rows and a
+/// manifest; a data-parallel sweep naming its folder trains on it, each replica fetching
+/// only its shards into the cache; a corrupted shard fails the trial with a clear error,
+/// and a corrupted cache entry is fetched again.
+#[test]
+fn a_registered_dataset_is_sharded_once_fetched_per_replica_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("datasets");
+    let o = tessera()
+        .args(["dataset", "add", "digits"])
+        .arg(root().join("experiments/data/digits/digits.parquet"))
+        .args(["--shards", "4", "--to", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let folder = data.join("digits");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    let shards = manifest["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 4);
+    let rows: u64 = shards.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    assert_eq!(
+        rows + manifest["validation"]["rows"].as_u64().unwrap(),
+        1797
+    );
+    let o = tessera()
+        .args(["dataset", "show", folder.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("shard-00003.parquet"));
+
+    let yaml = std::fs::read_to_string(root().join("configs/data-parallel.yaml"))
+        .unwrap()
+        .replace(
+            "../experiments/data/digits/digits.parquet",
+            folder.to_str().unwrap(),
+        )
+        .replace("epochs: 8", "epochs: 3")
+        .replace("trials: 4", "trials: 2");
+    let cache = dir.path().join("cache");
+    let run = |out: &str| {
+        let sweep = dir.path().join("dp.yaml");
+        std::fs::write(&sweep, &yaml).unwrap();
+        tessera()
+            .env("TESSERA_CACHE_DIR", &cache)
+            .args(["run", sweep.to_str().unwrap(), "--workers", "2", "--out"])
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let o = run("ok");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trials = tessera_orchestrator::store::read_table(&dir.path().join("ok"), "trials").unwrap();
+    assert_eq!(trials.height(), 2);
+    // Every shard and the validation file were fetched into the cache once.
+    let cached = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(cached, 5);
+
+    // A damaged cache entry is noticed and fetched again: the run still succeeds.
+    let first = shards[0]["sha256"].as_str().unwrap();
+    std::fs::write(cache.join(format!("{first}.parquet")), b"garbage").unwrap();
+    let o = run("recached");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A corrupted shard at the source (and not in the cache) fails the trials, saying which.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let shard = folder.join("shard-00002.parquet");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&shard, bytes).unwrap();
+    let o = run("corrupt");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let t = tessera_orchestrator::store::read_table(&dir.path().join("corrupt"), "trials").unwrap();
+    let status = t.column("status").unwrap().str().unwrap().clone();
+    assert!(
+        (0..t.height()).all(|i| status.get(i) == Some("failed")),
+        "{t}"
+    );
+    let error = t.column("error").unwrap().str().unwrap().clone();
+    let e = error.get(0).unwrap_or_default();
+    assert!(
+        e.contains("shard-00002.parquet is corrupt") && e.contains("tessera dataset add"),
+        "{e}\n{err}"
+    );
+}

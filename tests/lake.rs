@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tessera_orchestrator::lake::{LakeError, Location, MULTIPART_PART, ObjectStore, S3Options};
-use tessera_orchestrator::store::{read_table_from, results_of};
+use tessera_orchestrator::store::{read_table, read_table_from, results_of};
 
 const KEY: &str = "tessera-test-key";
 const SECRET: &str = "tessera-test-secret";
@@ -548,4 +548,50 @@ fn a_metalic_sweep_writes_its_rounds_to_s3() {
     let (report, plots) = report_and_plot_from_s3(&m, &out, dir.path());
     assert_eq!(report["metalic"]["family"], "poisson");
     assert!(plots.join("regret.png").is_file() && plots.join("test_error.png").is_file());
+}
+
+/// A dataset registered on S3: `tessera dataset add … --to s3://…` uploads the shards and
+/// manifest; a data-parallel sweep naming the S3 folder trains with each replica fetching
+/// its shards from the server.
+#[test]
+fn a_registered_dataset_on_s3_feeds_a_data_parallel_sweep() {
+    let Some(m) = moto() else { return };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(make_bucket(&m, "data"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = tessera_s3(&m)
+        .args(["dataset", "add", "digits"])
+        .arg(root.join("experiments/data/digits/digits.parquet"))
+        .args(["--shards", "4", "--to", "s3://data/sets"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = tessera_s3(&m)
+        .args(["dataset", "show", "s3://data/sets/digits"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("validation.parquet"));
+    let yaml = "version: 1\nname: dp-s3\nkind: random\nseed: 2\nprogram: mlp-classifier\ndataset: { path: s3://data/sets/digits }\nspace:\n  lr: 0.01\n  epochs: 3\nobjective: { metric: val_accuracy, goal: maximize }\nbudget: { trials: 2 }\nresources: { workers: 2 }\n";
+    let sweep = dir.path().join("dp.yaml");
+    std::fs::write(&sweep, yaml).unwrap();
+    let out = dir.path().join("run");
+    let o = tessera_s3(&m)
+        .env("TESSERA_CACHE_DIR", dir.path().join("cache"))
+        .args(["run", sweep.to_str().unwrap(), "--workers", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_table(&out, "trials").unwrap();
+    let acc = t.column("val_accuracy").unwrap().f64().unwrap().clone();
+    assert_eq!(t.height(), 2);
+    assert!((0..2).all(|i| acc.get(i).unwrap() > 0.8), "{t}");
+    assert_eq!(read_table(&out, "replicas").unwrap().height(), 4);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("cache")).unwrap().count(),
+        5,
+        "4 shards and the validation rows, each fetched once"
+    );
 }

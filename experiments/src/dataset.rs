@@ -63,16 +63,33 @@ impl Dataset {
     /// Reads a Parquet file whose `label` column holds class ids and every other column
     /// is a numeric feature.
     pub fn from_parquet(path: &Path) -> Result<Self, DatasetError> {
+        Ok(Self::from_parquet_named(path)?.0)
+    }
+
+    /// [`Dataset::from_parquet`], with the feature columns' names.
+    pub fn from_parquet_named(path: &Path) -> Result<(Self, Vec<String>), DatasetError> {
         let shown = path.display().to_string();
-        let read = |message: String| DatasetError::Read {
-            path: shown.clone(),
-            message,
-        };
         let file = File::open(path).map_err(|source| DatasetError::Open {
             path: shown.clone(),
             source,
         })?;
-        let df = ParquetReader::new(file)
+        Self::read(file, &shown)
+    }
+
+    /// Reads Parquet bytes (a shard fetched from a store); `shown` names them in errors.
+    pub fn from_parquet_bytes(bytes: &[u8], shown: &str) -> Result<Self, DatasetError> {
+        Ok(Self::read(std::io::Cursor::new(bytes), shown)?.0)
+    }
+
+    fn read<R: polars::io::mmap::MmapBytesReader>(
+        reader: R,
+        shown: &str,
+    ) -> Result<(Self, Vec<String>), DatasetError> {
+        let read = |message: String| DatasetError::Read {
+            path: shown.to_owned(),
+            message,
+        };
+        let df = ParquetReader::new(reader)
             .finish()
             .map_err(|e| read(e.to_string()))?;
         let label = df
@@ -111,12 +128,42 @@ impl Dataset {
             }
         }
         let n_classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
-        Ok(Self {
-            features,
-            labels,
-            n_features,
-            n_classes,
-        })
+        let names = feature_cols.iter().map(|c| c.name().to_string()).collect();
+        Ok((
+            Self {
+                features,
+                labels,
+                n_features,
+                n_classes,
+            },
+            names,
+        ))
+    }
+
+    /// The rows as Parquet (zstd): one Float32 column per feature, named `names`, and an
+    /// Int64 `label`.
+    pub fn to_parquet_bytes(&self, names: &[String]) -> Result<Vec<u8>, DatasetError> {
+        let fail = |e: PolarsError| DatasetError::Read {
+            path: "(shard being written)".into(),
+            message: e.to_string(),
+        };
+        let d = self.n_features;
+        let mut cols: Vec<Column> = names
+            .iter()
+            .enumerate()
+            .map(|(j, n)| {
+                let v: Vec<f32> = self.features.iter().skip(j).step_by(d).copied().collect();
+                Column::new(n.as_str().into(), v)
+            })
+            .collect();
+        cols.push(Column::new("label".into(), self.labels.clone()));
+        let mut df = DataFrame::new(self.len(), cols).map_err(fail)?;
+        let mut buf = Vec::new();
+        ParquetWriter::new(&mut buf)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(&mut df)
+            .map_err(fail)?;
+        Ok(buf)
     }
 
     /// Shard `index` of `count`: every `count`-th row starting at `index`, so shards
@@ -146,6 +193,15 @@ impl Dataset {
     /// stratified by class, and standardises features with the training set's mean and
     /// standard deviation.
     pub fn split(&self, validation_fraction: f64, seed: u64) -> Split {
+        let mut split = self.split_raw(validation_fraction, seed);
+        let stats = Standardisation::of(&split.train);
+        stats.apply(&mut split.train);
+        stats.apply(&mut split.valid);
+        split
+    }
+
+    /// [`Dataset::split`] without the standardisation.
+    pub fn split_raw(&self, validation_fraction: f64, seed: u64) -> Split {
         let mut rng = Rng::new(seed);
         let (mut train_idx, mut valid_idx) = (Vec::new(), Vec::new());
         for class in 0..self.n_classes as i64 {
@@ -159,34 +215,50 @@ impl Dataset {
         }
         train_idx.sort_unstable();
         valid_idx.sort_unstable();
-        let mut train = self.rows(&train_idx);
-        let mut valid = self.rows(&valid_idx);
-        let d = self.n_features;
-        let n = train.len().max(1) as f64;
-        for j in 0..d {
-            let mean = train
-                .features
+        Split {
+            train: self.rows(&train_idx),
+            valid: self.rows(&valid_idx),
+        }
+    }
+}
+
+/// Each feature's mean and standard deviation (1 where it is 0) over a set of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standardisation {
+    /// Means.
+    pub mean: Vec<f64>,
+    /// Standard deviations.
+    pub std: Vec<f64>,
+}
+
+impl Standardisation {
+    /// The statistics of `data`'s rows.
+    pub fn of(data: &Dataset) -> Self {
+        let d = data.n_features;
+        let n = data.len().max(1) as f64;
+        let column = |j: usize| {
+            data.features
                 .iter()
                 .skip(j)
                 .step_by(d)
                 .map(|v| f64::from(*v))
-                .sum::<f64>()
-                / n;
-            let var = train
-                .features
-                .iter()
-                .skip(j)
-                .step_by(d)
-                .map(|v| (f64::from(*v) - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-            for set in [&mut train, &mut valid] {
-                for v in set.features.iter_mut().skip(j).step_by(d) {
-                    *v = ((f64::from(*v) - mean) / std) as f32;
-                }
-            }
+        };
+        let mean: Vec<f64> = (0..d).map(|j| column(j).sum::<f64>() / n).collect();
+        let std = (0..d)
+            .map(|j| {
+                let var = column(j).map(|v| (v - mean[j]).powi(2)).sum::<f64>() / n;
+                if var > 1e-12 { var.sqrt() } else { 1.0 }
+            })
+            .collect();
+        Self { mean, std }
+    }
+
+    /// Standardises `data`'s features in place.
+    pub fn apply(&self, data: &mut Dataset) {
+        let d = data.n_features;
+        for (i, v) in data.features.iter_mut().enumerate() {
+            let j = i % d;
+            *v = ((f64::from(*v) - self.mean[j]) / self.std[j]) as f32;
         }
-        Split { train, valid }
     }
 }

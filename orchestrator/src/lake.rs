@@ -587,3 +587,28 @@ impl ObjectStore {
         Ok(())
     }
 }
+
+/// Fetches registered datasets' files from a local folder or S3 for the worker's
+/// executor, which runs trials on blocking threads of this runtime.
+pub struct StoreFetch {
+    runtime: tokio::runtime::Handle,
+}
+
+impl StoreFetch {
+    /// Fetches through `runtime`.
+    pub fn new(runtime: tokio::runtime::Handle) -> Self {
+        Self { runtime }
+    }
+}
+
+impl tessera_core::shards::Fetch for StoreFetch {
+    fn fetch(&self, location: &str, file: &str) -> Result<Vec<u8>, String> {
+        let loc = Location::parse(location).map_err(|e| e.to_string())?;
+        self.runtime
+            .block_on(async {
+                let store = ObjectStore::open(&loc).await?;
+                store.get(file).await
+            })
+            .map_err(|e| e.to_string())
+    }
+}

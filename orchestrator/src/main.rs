@@ -120,8 +120,18 @@ fn executor_on(
             "cannot listen for data-parallel rings on {bind}: {e}; pick another --ring-bind"
         )))
     })?;
-    let executor: Arc<dyn TrialExecutor> =
-        Arc::new(tessera_worker::BurnExecutor::on(&selected).with_ring(hub));
+    // Registered datasets' files come from local folders or S3, cached under
+    // TESSERA_CACHE_DIR (default: the temporary folder).
+    let cache = std::env::var_os("TESSERA_CACHE_DIR")
+        .map_or_else(|| std::env::temp_dir().join("tessera-cache"), PathBuf::from);
+    let fetch = Arc::new(tessera_orchestrator::lake::StoreFetch::new(
+        tokio::runtime::Handle::current(),
+    ));
+    let executor: Arc<dyn TrialExecutor> = Arc::new(
+        tessera_worker::BurnExecutor::on(&selected)
+            .with_ring(hub)
+            .with_fetch(fetch, cache),
+    );
     Ok((executor, selected))
 }
 
@@ -255,6 +265,34 @@ struct WorkerArgs {
     device: DeviceArgs,
 }
 
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Shard SOURCE (Parquet with a `label` column) into LOCATION/NAME/.
+    Add {
+        /// The dataset's name (its folder under --to).
+        name: String,
+        /// The Parquet table.
+        source: PathBuf,
+        /// Training shards (at least the most workers one trial will train on).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        shards: u32,
+        /// Where datasets live: a folder or s3://BUCKET/PREFIX.
+        #[arg(long, default_value = "datasets")]
+        to: String,
+        /// Share of rows held out for validation (stratified by class).
+        #[arg(long, default_value_t = 0.2)]
+        validation_fraction: f64,
+        /// Seed of that split.
+        #[arg(long, default_value_t = 0)]
+        split_seed: u64,
+    },
+    /// Print a registered dataset's manifest: shards, rows, checksums.
+    Show {
+        /// The dataset's folder: LOCATION/NAME or s3://BUCKET/PREFIX/NAME.
+        location: String,
+    },
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -353,6 +391,19 @@ enum Command {
         /// The sweep file.
         sweep: PathBuf,
     },
+    /// Register a dataset: cut a Parquet table once into training shards and a
+    /// validation file, with a manifest (row counts, SHA-256s, schema, statistics).
+    ///
+    /// A sweep names the dataset's folder as its `dataset.path`; each replica of a
+    /// data-parallel trial then fetches only its shards, checks them and caches them.
+    #[command(after_help = "Examples:
+  tessera dataset add digits experiments/data/digits/digits.parquet --shards 4 --to datasets/
+  tessera dataset add digits digits.parquet --shards 8 --to s3://bucket/datasets
+  tessera dataset show datasets/digits")]
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
     /// Print the JSON Schema of sweep files (for editors' YAML validation).
     Schema,
     /// List the training programs and the hyperparameters and metrics of each.
@@ -393,6 +444,102 @@ macro_rules! outln {
 /// A user error: printed as is, exit status 2.
 struct BadInput(String);
 
+async fn cmd_dataset(command: DatasetCommand) -> Result<(), Failure> {
+    use tessera_orchestrator::lake::{Location, ObjectStore};
+    let bad = |m: String| Failure::Input(BadInput(m));
+    match command {
+        DatasetCommand::Add {
+            name,
+            source,
+            shards,
+            to,
+            validation_fraction,
+            split_seed,
+        } => {
+            #[cfg(feature = "worker")]
+            {
+                if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                    return Err(bad(format!(
+                        "`{name}` is not a dataset name: use letters, digits, - _ ."
+                    )));
+                }
+                let (manifest, files) = tessera_worker::datasets::register(
+                    &name,
+                    &source,
+                    shards as usize,
+                    validation_fraction,
+                    split_seed,
+                )
+                .map_err(|e| bad(format!("{}: {e}", source.display())))?;
+                let loc = Location::parse(&to)
+                    .map_err(|e| bad(e.to_string()))?
+                    .join(&name);
+                let store = ObjectStore::open(&loc)
+                    .await
+                    .map_err(|e| Failure::Run(e.to_string()))?;
+                for (file, bytes) in files {
+                    store
+                        .put(&file, bytes)
+                        .await
+                        .map_err(|e| Failure::Run(e.to_string()))?;
+                }
+                // The manifest last: a dataset is usable once it is there.
+                let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+                store
+                    .put(tessera_core::shards::MANIFEST, json)
+                    .await
+                    .map_err(|e| Failure::Run(e.to_string()))?;
+                outln!(
+                    "registered {name}: {} training rows in {} shards, {} validation rows, at {loc}",
+                    manifest.train_rows(),
+                    manifest.shards.len(),
+                    manifest.validation.rows
+                );
+                outln!("use it in a sweep: dataset: {{ path: {loc} }}");
+                Ok(())
+            }
+            #[cfg(not(feature = "worker"))]
+            {
+                let _ = (name, source, shards, to, validation_fraction, split_seed);
+                Err(bad("this tessera was built without the worker (feature `worker`), which reads datasets; use a full build".into()))
+            }
+        }
+        DatasetCommand::Show { location } => {
+            let loc = Location::parse(&location).map_err(|e| bad(e.to_string()))?;
+            let store = ObjectStore::open(&loc)
+                .await
+                .map_err(|e| Failure::Run(e.to_string()))?;
+            let bytes = store.get(tessera_core::shards::MANIFEST).await.map_err(|e| {
+                bad(format!(
+                    "{location} is not a registered dataset ({e}); register one with `tessera dataset add`"
+                ))
+            })?;
+            let m: tessera_core::shards::Manifest = serde_json::from_slice(&bytes)
+                .map_err(|e| bad(format!("{location}/manifest.json: {e}")))?;
+            outln!(
+                "dataset {} (from {}): {} features, {} classes, validation {:.0} % (seed {})",
+                m.name,
+                m.source,
+                m.features.len(),
+                m.classes,
+                m.validation_fraction * 100.0,
+                m.split_seed
+            );
+            outln!("  {:<20} {:>8} {:>10}  sha256", "file", "rows", "bytes");
+            for f in m.shards.iter().chain([&m.validation]) {
+                outln!(
+                    "  {:<20} {:>8} {:>10}  {}",
+                    f.file,
+                    f.rows,
+                    f.bytes,
+                    f.sha256
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 fn load(path: &Path) -> Result<(SweepSpec, String), BadInput> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         BadInput(format!("{}: cannot read the sweep file: {e}\n  help: check the path; example sweeps are in configs/", path.display()))
@@ -404,9 +551,44 @@ fn load(path: &Path) -> Result<(SweepSpec, String), BadInput> {
         check_program(&spec, &programs)
             .map_err(|p| BadInput(p.locate(&file, &text).to_string()))?;
     }
-    if let Some(d) = &spec.dataset {
+    if let Some(d) = spec
+        .dataset
+        .as_ref()
+        .filter(|d| !d.path.starts_with("s3://"))
+    {
         let base = path.parent().unwrap_or(Path::new("."));
-        if !base.join(&d.path).is_file() {
+        let manifest = base.join(&d.path).join(tessera_core::shards::MANIFEST);
+        if manifest.is_file() {
+            // A registered dataset: its manifest must be usable and shard it finely enough.
+            let problem = |message: String, help: &str| {
+                BadInput(
+                    tessera_core::spec::Problem::new(&["dataset", "path"], message, help)
+                        .locate(&file, &text)
+                        .to_string(),
+                )
+            };
+            let m: tessera_core::shards::Manifest = std::fs::read(&manifest)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .and_then(|m: tessera_core::shards::Manifest| m.check().map(|()| m))
+                .map_err(|e| {
+                    problem(
+                        format!("{}: {e}", manifest.display()),
+                        "register the dataset again with `tessera dataset add`",
+                    )
+                })?;
+            if (m.shards.len() as u32) < spec.workers {
+                return Err(problem(
+                    format!(
+                        "dataset `{}` has {} shards but resources.workers is {}",
+                        m.name,
+                        m.shards.len(),
+                        spec.workers
+                    ),
+                    "register it with at least one shard per worker (`tessera dataset add --shards N`)",
+                ));
+            }
+        } else if !base.join(&d.path).is_file() {
             let shown = if base.as_os_str().is_empty() {
                 "."
             } else {
@@ -415,7 +597,9 @@ fn load(path: &Path) -> Result<(SweepSpec, String), BadInput> {
             let p = tessera_core::spec::Problem::new(
                 &["dataset", "path"],
                 format!("dataset file `{}` does not exist", d.path),
-                format!("paths are relative to the sweep file's folder ({shown})"),
+                format!(
+                    "give a Parquet file or a registered dataset's folder; paths are relative to the sweep file's folder ({shown})"
+                ),
             );
             return Err(BadInput(p.locate(&file, &text).to_string()));
         }
@@ -793,6 +977,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     let result: Result<(), Failure> = match cli.command {
+        Command::Dataset { command } => runtime().and_then(|rt| rt.block_on(cmd_dataset(command))),
         Command::Schema => {
             outln!(
                 "{}",

@@ -136,17 +136,24 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// The sweep's dataset, its path resolved against the sweep file's folder.
 pub fn resolve_dataset(spec: &SweepSpec, base_dir: &Path) -> Option<DatasetRef> {
     spec.dataset.as_ref().map(|d| {
-        let p = Path::new(&d.path);
-        let abs = if p.is_absolute() {
-            p.to_owned()
+        let (path, registered) = if d.path.starts_with("s3://") {
+            (d.path.trim_end_matches('/').to_owned(), true)
         } else {
-            base_dir.join(p)
+            let p = Path::new(&d.path);
+            let abs = if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base_dir.join(p)
+            };
+            let registered = abs.join(tessera_core::shards::MANIFEST).is_file();
+            (abs.display().to_string(), registered)
         };
         DatasetRef {
-            path: abs.display().to_string(),
+            path,
             validation_fraction: d.validation_fraction,
             split_seed: d.split_seed,
             shards: d.shards,
+            registered,
         }
     })
 }
@@ -390,7 +397,10 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
         fs::write(out.join(SPEC_FILE), &source).map_err(io(&out))?;
     }
     let dataset = resolve_dataset(&spec, &base_dir);
-    if let Some(d) = dataset.as_ref().filter(|d| !Path::new(&d.path).is_file()) {
+    if let Some(d) = dataset
+        .as_ref()
+        .filter(|d| !d.registered && !Path::new(&d.path).is_file())
+    {
         return Err(RunError::Usage(format!(
             "dataset {} does not exist; check `dataset.path` (it is relative to the sweep file)",
             d.path

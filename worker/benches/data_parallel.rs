@@ -58,7 +58,7 @@ fn config() -> MlpConfig {
 fn join(rank: usize, ports: &[u16], session: u64) -> Ring {
     let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let hub = RingHub::bind(&peers[rank], None).expect("the replica's port is free");
-    hub.join(rank, &peers, session, Duration::from_secs(60))
+    hub.join(rank, &peers, session, Duration::from_secs(60), &|| false)
         .expect("the replicas meet")
 }
 

@@ -105,14 +105,15 @@ impl RingHub {
     /// Joins the ring of `peers` (every replica's hub address, by rank) as `rank`:
     /// connects to the next replica and takes the previous one's connection for
     /// `session` (the attempt's token: connections of other attempts are never taken).
-    /// Gives up after `timeout`, and fails any later exchange whose peer is silent as
-    /// long.
+    /// Gives up after `timeout`, or as soon as `cancelled()` holds (polled every 100 ms),
+    /// and fails any later exchange whose peer is silent as long.
     pub fn join(
         &self,
         rank: usize,
         peers: &[String],
         session: u64,
         timeout: Duration,
+        cancelled: &dyn Fn() -> bool,
     ) -> io::Result<Ring> {
         let world = peers.len();
         if rank >= world {
@@ -146,8 +147,14 @@ impl RingHub {
                     format!("replica {expected} never connected"),
                 ));
             }
+            if cancelled() {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the attempt was stopped while its ring formed",
+                ));
+            }
             map = ready
-                .wait_timeout(map, left)
+                .wait_timeout(map, left.min(Duration::from_millis(100)))
                 .map_err(|_| invalid("the ring hub's table is poisoned".into()))?
                 .0;
         };
@@ -271,7 +278,7 @@ pub fn on_loopback<T: Send>(k: usize, session: u64, f: impl Fn(usize, Ring) -> T
                 let (peers, f) = (&peers, &f);
                 scope.spawn(move || {
                     let ring = hub
-                        .join(rank, peers, session, Duration::from_secs(30))
+                        .join(rank, peers, session, Duration::from_secs(30), &|| false)
                         .expect("replicas on loopback join their ring");
                     f(rank, ring)
                 })
@@ -350,9 +357,18 @@ mod tests {
         let mut s = TcpStream::connect(hub.address()).unwrap();
         s.write_all(&handshake(8, 1)).unwrap();
         let e = hub
-            .join(0, &peers, 7, Duration::from_millis(600))
+            .join(0, &peers, 7, Duration::from_millis(600), &|| false)
             .unwrap_err();
         assert!(e.to_string().contains("replica 1 never connected"), "{e}");
+        // A stopped attempt stops waiting long before the timeout.
+        let t = Instant::now();
+        let e = hub
+            .join(0, &peers, 9, Duration::from_secs(30), &|| {
+                t.elapsed() > Duration::from_millis(200)
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted);
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
@@ -370,7 +386,7 @@ mod tests {
                     let (hubs, peers) = (&hubs, &peers);
                     scope.spawn(move || {
                         let mut ring = hubs[rank]
-                            .join(rank, peers, session, Duration::from_secs(10))
+                            .join(rank, peers, session, Duration::from_secs(10), &|| false)
                             .unwrap();
                         let mut v = vec![session as f32 * 10.0 + rank as f32];
                         ring.all_reduce(&mut v).unwrap();

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use tessera_core::Decision;
 use tessera_core::program::{ProgramInfo, TrialExecutor, TrialReporter};
+use tessera_core::shards::{Fetch, MANIFEST, Manifest, ShardFile, sha256_hex};
 use tessera_core::trial::{Artifact, ArtifactColumn, DatasetRef, MetricValues, TrialAssignment};
-use tessera_experiments::data_parallel::{Replica, train_mlp_replica};
+use tessera_experiments::data_parallel::{Alone, Replica, train_mlp_replica};
+use tessera_experiments::dataset::Standardisation;
 use tessera_experiments::{Dataset, EpochMetrics, MlpConfig, OptimizerKind, Split, train_mlp};
 
 use crate::collective::RingHub;
@@ -26,6 +28,18 @@ pub struct BurnExecutor {
     programs: Vec<ProgramInfo>,
     splits: Mutex<HashMap<SplitKey, Arc<Split>>>,
     ring: Option<Arc<RingHub>>,
+    fetch: Arc<dyn Fetch>,
+    cache: PathBuf,
+}
+
+/// Reads a registered dataset's files from a local folder.
+struct LocalFetch;
+
+impl Fetch for LocalFetch {
+    fn fetch(&self, location: &str, file: &str) -> Result<Vec<u8>, String> {
+        let path = std::path::Path::new(location).join(file);
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
 }
 
 /// How long a replica waits for its ring to form, and for a silent neighbour.
@@ -63,7 +77,119 @@ impl BurnExecutor {
             programs: program_infos(),
             splits: Mutex::new(HashMap::new()),
             ring: None,
+            fetch: Arc::new(LocalFetch),
+            cache: std::env::var_os("TESSERA_CACHE_DIR")
+                .map_or_else(|| std::env::temp_dir().join("tessera-cache"), PathBuf::from),
         }
+    }
+
+    /// The same executor, fetching registered datasets' files with `fetch` (local
+    /// folders and S3) and caching them under `cache`.
+    pub fn with_fetch(mut self, fetch: Arc<dyn Fetch>, cache: PathBuf) -> Self {
+        self.fetch = fetch;
+        self.cache = cache;
+        self
+    }
+
+    /// A registered dataset's file, from the local cache when its bytes there still match
+    /// the manifest's SHA-256, else fetched, checked and cached.
+    fn shard_bytes(&self, d: &DatasetRef, m: &Manifest, f: &ShardFile) -> Result<Vec<u8>, String> {
+        let cached = self.cache.join(format!("{}.parquet", f.sha256));
+        if let Ok(bytes) = std::fs::read(&cached) {
+            if sha256_hex(&bytes) == f.sha256 {
+                crate::metrics::SHARD_CACHE
+                    .with_label_values(&["hit"])
+                    .inc();
+                return Ok(bytes);
+            }
+            // A damaged cache entry: fetch the file again.
+            let _ = std::fs::remove_file(&cached);
+        }
+        crate::metrics::SHARD_CACHE
+            .with_label_values(&["miss"])
+            .inc();
+        let bytes = self.fetch.fetch(&d.path, &f.file).map_err(|e| {
+            format!(
+                "dataset `{}`: {} is missing or unreadable: {e}",
+                m.name, f.file
+            )
+        })?;
+        let got = sha256_hex(&bytes);
+        if got != f.sha256 {
+            return Err(format!(
+                "dataset `{}`: {} is corrupt (SHA-256 {got}, the manifest says {}); register the dataset again with `tessera dataset add`",
+                m.name, f.file, f.sha256
+            ));
+        }
+        if std::fs::create_dir_all(&self.cache).is_ok() {
+            let tmp = self
+                .cache
+                .join(format!(".{}.{}", f.sha256, std::process::id()));
+            if std::fs::write(&tmp, &bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &cached);
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Replica `rank` of `world` of a registered dataset: its training shards and the
+    /// validation rows, standardised with the manifest's statistics.
+    fn registered_replica(
+        &self,
+        d: &DatasetRef,
+        rank: usize,
+        world: usize,
+    ) -> Result<Replica, String> {
+        let raw = self.fetch.fetch(&d.path, MANIFEST).map_err(|e| {
+            format!(
+                "{} is not a registered dataset (no readable {MANIFEST}): {e}",
+                d.path
+            )
+        })?;
+        let m: Manifest =
+            serde_json::from_slice(&raw).map_err(|e| format!("{}/{MANIFEST}: {e}", d.path))?;
+        m.check()
+            .map_err(|e| format!("{}/{MANIFEST}: {e}", d.path))?;
+        if m.shards.len() < world {
+            return Err(format!(
+                "dataset `{}` has {} shards but the trial trains on {world} workers; register it with at least {world} (`tessera dataset add --shards {world}`)",
+                m.name,
+                m.shards.len()
+            ));
+        }
+        let stats = Standardisation {
+            mean: m.mean.clone(),
+            std: m.std.clone(),
+        };
+        let load = |f: &ShardFile| -> Result<Dataset, String> {
+            let bytes = self.shard_bytes(d, &m, f)?;
+            let mut data =
+                Dataset::from_parquet_bytes(&bytes, &f.file).map_err(|e| e.to_string())?;
+            if data.n_features != m.features.len() || data.len() != f.rows {
+                return Err(format!(
+                    "dataset `{}`: {} has {} rows of {} features, the manifest says {} of {}",
+                    m.name,
+                    f.file,
+                    data.len(),
+                    data.n_features,
+                    f.rows,
+                    m.features.len()
+                ));
+            }
+            data.n_classes = m.classes;
+            stats.apply(&mut data);
+            Ok(data)
+        };
+        let shards = m
+            .shards_of(rank, world)
+            .into_iter()
+            .map(|i| Ok((i, load(&m.shards[i])?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Replica {
+            shards,
+            shard_rows: m.shards.iter().map(|s| s.rows).collect(),
+            valid: load(&m.validation)?,
+        })
     }
 
     /// The same executor, running replicas of data-parallel trials through `hub`.
@@ -118,8 +244,47 @@ impl BurnExecutor {
             weight_decay: r.f64("weight_decay")?,
         };
         let dataset = a.dataset.as_ref().ok_or("mlp-classifier needs a dataset")?;
-        let split = self.split(dataset)?;
-        let rows = split.train.len() as f64;
+        let (rank, world) = a
+            .replica
+            .as_ref()
+            .map_or((0, 1), |r| (r.rank as usize, r.peers.len()));
+        // A registered dataset: only this replica's shards are fetched.
+        let (split, mine) = if dataset.registered {
+            (None, Some(self.registered_replica(dataset, rank, world)?))
+        } else {
+            let split = self.split(dataset)?;
+            let mine = a.replica.as_ref().map(|_| {
+                let shards = dataset.shards.max(1) as usize;
+                Replica::of(&split.train, &split.valid, shards, rank, world)
+            });
+            (Some(split), mine)
+        };
+        let rows = match (&split, &mine) {
+            (Some(s), _) => s.train.len() as f64,
+            (None, Some(m)) => m.shard_rows.iter().sum::<usize>() as f64,
+            (None, None) => 0.0,
+        };
+        // A replica joins its ring first (giving up if the attempt is stopped meanwhile).
+        let ring = match &a.replica {
+            None => None,
+            Some(replica) => {
+                let hub = self
+                    .ring
+                    .as_ref()
+                    .ok_or("this worker takes no data-parallel trials (it has no ring address)")?;
+                let stopping = || reporter.stopping();
+                Some(
+                    hub.join(
+                        rank,
+                        &replica.peers,
+                        replica.attempt_lease,
+                        RING_TIMEOUT,
+                        &stopping,
+                    )
+                    .map_err(|e| format!("replica {rank} of {world} cannot join its ring: {e}"))?,
+                )
+            }
+        };
         let mut last = Instant::now();
         let mut on_epoch = |m: &EpochMetrics| {
             observe_epoch(MLP, rows, &mut last);
@@ -133,22 +298,30 @@ impl BurnExecutor {
             .collect();
             reporter.report(m.epoch, &metrics) == Decision::Continue
         };
-        let Some(replica) = &a.replica else {
-            return train_mlp(&cfg, &split, a.request.seed, &self.device, &mut on_epoch)
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+        let mine = match (mine, &split) {
+            (Some(m), _) => m,
+            (None, Some(split)) => {
+                return train_mlp(&cfg, split, a.request.seed, &self.device, &mut on_epoch)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
+            (None, None) => return Err("no training data".into()),
+        };
+        let (Some(replica), Some(mut ring)) = (&a.replica, ring) else {
+            // A registered dataset trained on one worker: every shard, nothing to exchange.
+            return train_mlp_replica(
+                &cfg,
+                &mine,
+                a.request.seed,
+                &self.device,
+                &mut Alone,
+                &mut on_epoch,
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         };
         // One replica of a data-parallel attempt: its shards, its ring.
-        let hub = self
-            .ring
-            .as_ref()
-            .ok_or("this worker takes no data-parallel trials (it has no ring address)")?;
-        let (rank, world) = (replica.rank as usize, replica.peers.len());
-        let shards = dataset.shards.max(1) as usize;
-        let mine = Replica::of(&split.train, &split.valid, shards, rank, world);
-        let mut ring = hub
-            .join(rank, &replica.peers, replica.attempt_lease, RING_TIMEOUT)
-            .map_err(|e| format!("replica {rank} of {world} cannot join its ring: {e}"))?;
+        let shards = mine.shard_rows.len();
         let out = train_mlp_replica(
             &cfg,
             &mine,

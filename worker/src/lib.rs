@@ -7,6 +7,7 @@
 //! metrics through the reporter it is given and returns.
 
 pub mod collective;
+pub mod datasets;
 pub mod device;
 mod executor;
 pub mod metrics;

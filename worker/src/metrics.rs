@@ -45,3 +45,14 @@ pub static INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         &["backend", "device", "version"],
     ))
 });
+
+/// Registered datasets' files served from the local cache (`hit`) or fetched (`miss`).
+pub static SHARD_CACHE: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    registered(prometheus::IntCounterVec::new(
+        Opts::new(
+            "tessera_worker_dataset_files_total",
+            "Registered datasets' files a trial needed, by whether the local cache had them",
+        ),
+        &["result"],
+    ))
+});

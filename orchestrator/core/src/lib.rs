@@ -21,6 +21,7 @@ pub mod predictor;
 pub mod program;
 pub mod rng;
 pub mod searcher;
+pub mod shards;
 pub mod space;
 pub mod spec;
 pub mod stopping;

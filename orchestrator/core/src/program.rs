@@ -16,6 +16,12 @@ pub trait TrialReporter {
     /// Rows for a results table besides the metrics (see [`Artifact`]); kept and sent
     /// with the attempt's end.
     fn artifact(&mut self, artifact: Artifact);
+
+    /// Whether the attempt has been told to stop (cancelled, over its time limit): long
+    /// waits outside training steps (a replica waiting for its ring) poll it.
+    fn stopping(&self) -> bool {
+        false
+    }
 }
 
 /// One hyperparameter a program understands.

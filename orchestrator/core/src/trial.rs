@@ -107,6 +107,10 @@ pub struct DatasetRef {
     /// Fixed shards the training rows are cut into for data-parallel training.
     #[serde(default = "one")]
     pub shards: u32,
+    /// Whether `path` is a registered dataset's folder (local or `s3://`) holding a
+    /// manifest and its shards, rather than one Parquet file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub registered: bool,
 }
 
 fn one() -> u32 {

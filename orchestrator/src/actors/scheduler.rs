@@ -124,6 +124,12 @@ pub struct Need {
     pub workers: u32,
 }
 
+/// What a worker that ran replica `rank` of `world` of a trial on `dataset` holds in its
+/// cache: that replica's shards (the same for every trial with that many replicas).
+pub fn shard_key(dataset: &str, rank: usize, world: usize) -> String {
+    format!("{dataset}#{rank}/{world}")
+}
+
 /// Places attempts (in the order given) on workers: returns (need index, worker indices)
 /// pairs, one worker per replica. Never over-commits a worker's slots or GPUs. Among
 /// workers that fit, prefers ones that already hold the attempt's dataset, then the most
@@ -160,6 +166,33 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
             .collect();
         fit.sort_by_key(|&i| std::cmp::Reverse((holds(i), free[i].0, std::cmp::Reverse(i))));
         if fit.len() >= k {
+            if k > 1 {
+                // Among the K, hand each rank to a worker that already holds its shards.
+                let holds_rank = |i: usize, r: usize| {
+                    need.dataset
+                        .as_ref()
+                        .is_some_and(|d| workers[i].datasets.contains(&shard_key(d, r, k)))
+                };
+                fit.sort_by_key(|&i| {
+                    std::cmp::Reverse((
+                        (0..k).any(|r| holds_rank(i, r)),
+                        free[i].0,
+                        std::cmp::Reverse(i),
+                    ))
+                });
+                fit.truncate(k);
+                let mut ranked: Vec<Option<usize>> = vec![None; k];
+                for (r, slot) in ranked.iter_mut().enumerate() {
+                    if let Some(pos) = fit.iter().position(|&i| holds_rank(i, r)) {
+                        *slot = Some(fit.remove(pos));
+                    }
+                }
+                let mut rest = fit.into_iter();
+                fit = ranked
+                    .into_iter()
+                    .map(|w| w.or_else(|| rest.next()).expect("K workers for K ranks"))
+                    .collect();
+            }
             fit.truncate(k);
             for &wi in &fit {
                 free[wi].0 -= need.slots;
@@ -294,7 +327,11 @@ impl SchedulerState {
                 view.free -= q.need.slots;
                 view.free_gpus -= q.need.gpus;
                 if let Some(d) = &q.need.dataset {
-                    view.datasets.insert(d.clone());
+                    view.datasets.insert(if gang {
+                        shard_key(d, rank, wis.len())
+                    } else {
+                        d.clone()
+                    });
                 }
                 self.in_flight.insert(
                     assignment.lease,
@@ -381,9 +418,21 @@ impl SchedulerState {
     }
 
     fn free(&mut self, lease: u64) {
-        if let Some(f) = self.in_flight.remove(&lease)
-            && let Some((v, _)) = self.workers.iter_mut().find(|(v, _)| v.name == f.worker)
-        {
+        let Some(f) = self.in_flight.remove(&lease) else {
+            return;
+        };
+        // A replica that ended (finished, failed, stopped) leaves its ring broken: the
+        // others stop too rather than wait for it.
+        let siblings: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, g)| g.attempt == f.attempt)
+            .map(|(l, _)| *l)
+            .collect();
+        for l in siblings {
+            self.stop(l);
+        }
+        if let Some((v, _)) = self.workers.iter_mut().find(|(v, _)| v.name == f.worker) {
             v.free = (v.free + f.slots).min(v.capacity);
             v.free_gpus = (v.free_gpus + f.gpus).min(v.gpus);
         }
@@ -641,6 +690,19 @@ mod tests {
         ws[1].ring = None;
         assert_eq!(place(&[gang(2)], &ws), vec![]);
         assert_eq!(place(&n(&[1]), &ws), vec![(0, vec![0])]);
+    }
+
+    #[test]
+    fn each_replica_goes_to_a_worker_holding_its_shards() {
+        let mut ws = ringed(&[1, 1, 1], 1);
+        ws[0].datasets.insert(shard_key("d", 1, 2));
+        ws[2].datasets.insert(shard_key("d", 0, 2));
+        let need = Need {
+            dataset: Some("d".into()),
+            ..gang(2)
+        };
+        // Rank 0 on worker 2, rank 1 on worker 0, though worker 1 is as free.
+        assert_eq!(place(&[need], &ws), vec![(0, vec![2, 0])]);
     }
 
     #[test]

@@ -82,6 +82,10 @@ impl TrialReporter for Reporter {
             a.push(artifact);
         }
     }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts one attempt on a blocking thread; returns its stop flag (set it to cancel:
