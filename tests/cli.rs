@@ -774,6 +774,20 @@ fn a_data_parallel_sweep_trains_each_trial_on_two_workers_over_their_shards() {
     }
 }
 
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// A registered dataset: `tessera dataset add` writes shards, validation rows and a
 /// manifest; a data-parallel sweep naming its folder trains on it, each replica fetching
 /// only its shards into the cache; a corrupted shard fails the trial with a clear error,
@@ -828,9 +842,16 @@ fn a_registered_dataset_is_sharded_once_fetched_per_replica_and_checked() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let trials = tessera_orchestrator::store::read_table(&dir.path().join("ok"), "trials").unwrap();
     assert_eq!(trials.height(), 2);
-    // Every shard and the validation file were fetched into the cache once.
-    let cached = std::fs::read_dir(&cache).unwrap().count();
-    assert_eq!(cached, 5);
+    // Every shard and the validation file were fetched into the cache once (the
+    // finished trials' checkpoints are gone).
+    let files = |ext: &str| {
+        walk(&cache)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .count()
+    };
+    assert_eq!(files("parquet"), 5);
+    assert_eq!(files("ckpt"), 0);
 
     // A damaged cache entry is noticed and fetched again: the run still succeeds.
     let first = shards[0]["sha256"].as_str().unwrap();

@@ -24,13 +24,26 @@ use crate::mlp::{
     EpochMetrics, Mlp, MlpConfig, OptimizerKind, TrainError, check, correct, dropout_masks,
     evaluate, to_tensors,
 };
-use crate::optim::{FlatAdam, FlatOptimizer, FlatSgd, flat_gradient, flat_parameters};
+use crate::optim::{
+    FlatAdam, FlatOptimizer, FlatSgd, flat_gradient, flat_parameters, parameter_count,
+    set_parameters,
+};
 
 /// Sums a vector element-wise across all replicas of a trial, in place; every replica
 /// must end with the same values.
 pub trait Reducer {
     /// Replaces `values` with the element-wise sum over all replicas.
     fn all_reduce_sum(&mut self, values: &mut [f32]) -> Result<(), String>;
+
+    /// This replica's rank.
+    fn rank(&self) -> usize {
+        0
+    }
+
+    /// Replicas taking part.
+    fn world(&self) -> usize {
+        1
+    }
 }
 
 /// The reducer of a trial trained by one replica: nothing to exchange.
@@ -82,6 +95,98 @@ pub struct DataParallelOutcome {
     pub floats_per_step: usize,
     /// The final parameters, flattened in the module's visiting order.
     pub parameters: Vec<f32>,
+    /// The epoch a checkpoint let this run start after (0: it started afresh).
+    pub resumed_from: u64,
+}
+
+/// What a replica keeps after each epoch, to resume from after a failure: every replica
+/// holds the same one, so any survivor can hand it to the others.
+#[derive(Debug, Clone, PartialEq)]
+struct Checkpoint {
+    epoch: u64,
+    steps: u64,
+    /// Per finished epoch: train loss, train accuracy, validation loss and accuracy.
+    history: Vec<[f64; 4]>,
+    /// Parameters, then the optimizer's state.
+    state: Vec<f32>,
+}
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"TSRCKPT1";
+
+impl Checkpoint {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = CHECKPOINT_MAGIC.to_vec();
+        for v in [
+            self.epoch,
+            self.steps,
+            self.history.len() as u64,
+            self.state.len() as u64,
+        ] {
+            b.extend(v.to_le_bytes());
+        }
+        for h in &self.history {
+            for v in h {
+                b.extend(v.to_le_bytes());
+            }
+        }
+        for v in &self.state {
+            b.extend(v.to_le_bytes());
+        }
+        let digest = tessera_core::shards::sha256_hex(&b);
+        b.extend(digest.as_bytes());
+        b
+    }
+
+    /// The checkpoint in `bytes`, if they are one whole and its state has `state_len`
+    /// floats (a checkpoint of another model or optimizer is ignored).
+    fn from_bytes(bytes: &[u8], state_len: usize) -> Option<Self> {
+        let (body, digest) = bytes.split_at_checked(bytes.len().checked_sub(64)?)?;
+        if body.get(..8)? != CHECKPOINT_MAGIC
+            || tessera_core::shards::sha256_hex(body).as_bytes() != digest
+        {
+            return None;
+        }
+        let u = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                body.get(8 + 8 * i..16 + 8 * i)?.try_into().ok()?,
+            ))
+        };
+        let (epoch, steps, h, n) = (u(0)?, u(1)?, u(2)? as usize, u(3)? as usize);
+        if n != state_len || h as u64 != epoch {
+            return None;
+        }
+        let mut at = 40;
+        let mut history = Vec::with_capacity(h);
+        for _ in 0..h {
+            let mut row = [0.0; 4];
+            for v in &mut row {
+                *v = f64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?);
+                at += 8;
+            }
+            history.push(row);
+        }
+        let state = body
+            .get(at..at + 4 * n)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(Self {
+            epoch,
+            steps,
+            history,
+            state,
+        })
+    }
+
+    fn save(&self, path: &std::path::Path) {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if std::fs::write(&tmp, self.to_bytes()).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
 }
 
 fn order(seed: u64, epoch: u64, shard: usize, rows: usize) -> Vec<usize> {
@@ -93,12 +198,19 @@ fn order(seed: u64, epoch: u64, shard: usize, rows: usize) -> Vec<usize> {
 /// Trains replica `replica` of a data-parallel MLP trial; every replica of the trial must
 /// call this with the same `cfg`, `seed` and shard table. `on_epoch` (called with the
 /// metrics every replica agrees on) returns `false` to stop early.
+///
+/// With a `checkpoint` file, each replica saves the trial's state there after every
+/// epoch, and at the start the replicas agree on the newest checkpoint any of them holds:
+/// its holder sends it to the others through the reducer, the finished epochs' metrics
+/// are reported again, and training continues with the next epoch, taking the same steps
+/// an uninterrupted run takes.
 pub fn train_mlp_replica(
     cfg: &MlpConfig,
     replica: &Replica,
     seed: u64,
     device: &Device,
     reducer: &mut dyn Reducer,
+    checkpoint: Option<&std::path::Path>,
     on_epoch: &mut dyn FnMut(&EpochMetrics) -> bool,
 ) -> Result<DataParallelOutcome, TrainError> {
     let Some((_, first)) = replica.shards.first() else {
@@ -144,8 +256,81 @@ pub fn train_mlp_replica(
     let (x_valid, y_valid) = to_tensors(&replica.valid, device);
     let mut steps = 0u64;
     let mut floats_per_step = 0;
+    let exchange_failed = |e: String| TrainError::Data(format!("gradient exchange failed: {e}"));
+    // Every replica stops together: one asking to stop (an early-stopping decision
+    // reaches replica 0 only; a cancelled replica) stops all.
+    let agree_to_stop = |reducer: &mut dyn Reducer, stop: bool| -> Result<bool, TrainError> {
+        let mut flag = [if stop { 1.0 } else { 0.0 }];
+        reducer.all_reduce_sum(&mut flag).map_err(exchange_failed)?;
+        Ok(flag[0] > 0.0)
+    };
+    let n_params = parameter_count(&model);
+    let state_len = n_params + optim.state_len(n_params);
+    let mut history: Vec<[f64; 4]> = Vec::new();
+    let mut first_epoch = 1;
+    let mut resumed_from = 0;
+    if let Some(path) = checkpoint {
+        let mine = std::fs::read(path)
+            .ok()
+            .and_then(|b| Checkpoint::from_bytes(&b, state_len))
+            .filter(|c| c.epoch <= cfg.epochs);
+        // The newest checkpoint any replica holds (ties: the lowest rank's).
+        let mut epochs = vec![0.0f32; reducer.world()];
+        epochs[reducer.rank()] = mine.as_ref().map_or(0.0, |c| c.epoch as f32);
+        reducer
+            .all_reduce_sum(&mut epochs)
+            .map_err(exchange_failed)?;
+        let (source, newest) =
+            epochs.iter().enumerate().fold(
+                (0, 0.0f32),
+                |best, (i, e)| if *e > best.1 { (i, *e) } else { best },
+            );
+        let newest = newest as u64;
+        if newest > 0 {
+            // Steps, history and state in one vector only the source fills.
+            let mut v = vec![0.0f32; 1 + 4 * newest as usize + state_len];
+            if reducer.rank() == source
+                && let Some(c) = &mine
+            {
+                v[0] = c.steps as f32;
+                for (i, h) in c.history.iter().enumerate() {
+                    for (j, x) in h.iter().enumerate() {
+                        v[1 + 4 * i + j] = *x as f32;
+                    }
+                }
+                v[1 + 4 * newest as usize..].copy_from_slice(&c.state);
+            }
+            reducer.all_reduce_sum(&mut v).map_err(exchange_failed)?;
+            steps = v[0] as u64;
+            history = v[1..1 + 4 * newest as usize]
+                .chunks_exact(4)
+                .map(|c| [c[0].into(), c[1].into(), c[2].into(), c[3].into()])
+                .collect();
+            let state = &v[1 + 4 * newest as usize..];
+            let params = Tensor::<1>::from_data(
+                TensorData::new(state[..n_params].to_vec(), [n_params]),
+                device,
+            );
+            model = set_parameters(model, params);
+            optim.import(&state[n_params..], device);
+            for (i, h) in history.iter().enumerate() {
+                let m = EpochMetrics {
+                    epoch: i as u64 + 1,
+                    train_loss: h[0],
+                    train_accuracy: h[1],
+                    val_loss: h[2],
+                    val_accuracy: h[3],
+                };
+                if agree_to_stop(reducer, !on_epoch(&m))? {
+                    return finish(m.epoch, steps, floats_per_step, &model, newest);
+                }
+            }
+            first_epoch = newest + 1;
+            resumed_from = newest;
+        }
+    }
 
-    for epoch in 1..=cfg.epochs {
+    for epoch in first_epoch..=cfg.epochs {
         let orders: Vec<Vec<usize>> = held
             .iter()
             .map(|(s, _, _)| order(seed, epoch, *s, replica.shard_rows[*s]))
@@ -228,17 +413,31 @@ pub fn train_mlp_replica(
             val_loss,
             val_accuracy,
         };
-        // Every replica stops together: one asking to stop (an early-stopping decision
-        // reaches replica 0 only; a cancelled replica) stops all.
-        let mut stop = [if on_epoch(&metrics) { 0.0 } else { 1.0 }];
-        reducer
-            .all_reduce_sum(&mut stop)
-            .map_err(|e| TrainError::Data(format!("gradient exchange failed: {e}")))?;
-        if stop[0] > 0.0 {
-            return finish(epoch, steps, floats_per_step, &model);
+        history.push([
+            metrics.train_loss,
+            metrics.train_accuracy,
+            metrics.val_loss,
+            metrics.val_accuracy,
+        ]);
+        if let Some(path) = checkpoint {
+            let mut state = flat_parameters(&model)
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| TrainError::Data(format!("{e:?}")))?;
+            state.extend(optim.export(n_params));
+            Checkpoint {
+                epoch,
+                steps,
+                history: history.clone(),
+                state,
+            }
+            .save(path);
+        }
+        if agree_to_stop(reducer, !on_epoch(&metrics))? {
+            return finish(epoch, steps, floats_per_step, &model, resumed_from);
         }
     }
-    finish(cfg.epochs, steps, floats_per_step, &model)
+    finish(cfg.epochs, steps, floats_per_step, &model, resumed_from)
 }
 
 fn finish(
@@ -246,6 +445,7 @@ fn finish(
     steps: u64,
     floats_per_step: usize,
     model: &Mlp,
+    resumed_from: u64,
 ) -> Result<DataParallelOutcome, TrainError> {
     let parameters = flat_parameters(model)
         .into_data()
@@ -256,5 +456,6 @@ fn finish(
         steps,
         floats_per_step,
         parameters,
+        resumed_from,
     })
 }

@@ -98,6 +98,38 @@ impl ModuleMapper for Apply {
     }
 }
 
+/// Replaces every float parameter's value with consecutive slices of `values`.
+struct Assign {
+    values: Tensor<1>,
+    offset: usize,
+}
+
+impl ModuleMapper for Assign {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let shape = tensor.shape();
+        let n = shape.num_elements();
+        let part = self.values.clone().narrow(0, self.offset, n).reshape(shape);
+        self.offset += n;
+        let mut updated = Tensor::from_inner(part);
+        if require_grad {
+            updated = updated.require_grad();
+        }
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+/// `module` with its parameters set from the flat vector `values` (visiting order, as
+/// [`flat_parameters`] gives them), on the inner device.
+pub fn set_parameters<M: Module>(module: M, values: Tensor<1>) -> M {
+    module.map(&mut Assign { values, offset: 0 })
+}
+
+fn floats(t: &Tensor<1>) -> Vec<f32> {
+    t.to_data().try_to_vec::<f32>().unwrap_or_default()
+}
+
 /// Adam (Kingma & Ba, 2015) over a module's flat parameter vector: β₁ 0.9, β₂ 0.999,
 /// ε 1e-5 (Burn's default, which Tessera's trainers have always used; PyTorch's is 1e-8)
 /// and optional L2 weight decay added to the gradient, as Burn's and
@@ -174,6 +206,31 @@ impl FlatAdam {
     }
 }
 
+impl FlatAdam {
+    /// Its state for `n` parameters as floats: steps taken, then both moments.
+    pub fn export(&self, n: usize) -> Vec<f32> {
+        let mut out = vec![self.steps as f32];
+        match &self.moments {
+            Some((m, v)) => {
+                out.extend(floats(m));
+                out.extend(floats(v));
+            }
+            None => out.extend(std::iter::repeat_n(0.0, 2 * n)),
+        }
+        out
+    }
+
+    /// Restores what [`FlatAdam::export`] gave, on `device`.
+    pub fn import(&mut self, state: &[f32], device: &burn::tensor::Device) {
+        let n = (state.len() - 1) / 2;
+        self.steps = state[0] as i32;
+        let t = |v: &[f32]| {
+            Tensor::<1>::from_data(burn::tensor::TensorData::new(v.to_vec(), [n]), device)
+        };
+        self.moments = (self.steps > 0).then(|| (t(&state[1..=n]), t(&state[n + 1..])));
+    }
+}
+
 /// SGD with momentum μ (PyTorch's form, no dampening: `b ← μb + g`, `p ← p − lr·b`) and
 /// optional L2 weight decay, over the flat parameter vector.
 #[derive(Debug, Clone)]
@@ -210,6 +267,29 @@ impl FlatSgd {
     }
 }
 
+impl FlatSgd {
+    /// Its state for `n` parameters as floats: whether it has a momentum buffer, then it.
+    pub fn export(&self, n: usize) -> Vec<f32> {
+        let mut out = vec![if self.buffer.is_some() { 1.0 } else { 0.0 }];
+        match &self.buffer {
+            Some(b) => out.extend(floats(b)),
+            None => out.extend(std::iter::repeat_n(0.0, n)),
+        }
+        out
+    }
+
+    /// Restores what [`FlatSgd::export`] gave, on `device`.
+    pub fn import(&mut self, state: &[f32], device: &burn::tensor::Device) {
+        let n = state.len() - 1;
+        self.buffer = (state[0] > 0.5).then(|| {
+            Tensor::<1>::from_data(
+                burn::tensor::TensorData::new(state[1..].to_vec(), [n]),
+                device,
+            )
+        });
+    }
+}
+
 /// Either flat optimizer, chosen by a trial's `optimizer` hyperparameter.
 #[derive(Debug, Clone)]
 pub enum FlatOptimizer {
@@ -220,6 +300,30 @@ pub enum FlatOptimizer {
 }
 
 impl FlatOptimizer {
+    /// Floats its state takes for `n` parameters.
+    pub fn state_len(&self, n: usize) -> usize {
+        match self {
+            Self::Adam(_) => 1 + 2 * n,
+            Self::Sgd(_) => 1 + n,
+        }
+    }
+
+    /// Its state as floats (see [`FlatAdam::export`]).
+    pub fn export(&self, n: usize) -> Vec<f32> {
+        match self {
+            Self::Adam(o) => o.export(n),
+            Self::Sgd(o) => o.export(n),
+        }
+    }
+
+    /// Restores what [`FlatOptimizer::export`] gave.
+    pub fn import(&mut self, state: &[f32], device: &burn::tensor::Device) {
+        match self {
+            Self::Adam(o) => o.import(state, device),
+            Self::Sgd(o) => o.import(state, device),
+        }
+    }
+
     /// One update (see [`FlatAdam::step`]).
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grad: Tensor<1>) -> M {
         match self {

@@ -81,6 +81,7 @@ fn replica(rank: usize, ports: &[u16]) {
         3,
         &Device::flex(),
         &mut timed,
+        None,
         &mut |_| true,
     )
     .unwrap();

@@ -292,6 +292,14 @@ pub fn on_loopback<T: Send>(k: usize, session: u64, f: impl Fn(usize, Ring) -> T
 }
 
 impl Reducer for Ring {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world(&self) -> usize {
+        self.world
+    }
+
     fn all_reduce_sum(&mut self, values: &mut [f32]) -> Result<(), String> {
         self.all_reduce(values).map_err(|e| {
             format!(

@@ -315,6 +315,7 @@ impl BurnExecutor {
                 a.request.seed,
                 &self.device,
                 &mut Alone,
+                None,
                 &mut on_epoch,
             )
             .map(|_| ())
@@ -322,15 +323,25 @@ impl BurnExecutor {
         };
         // One replica of a data-parallel attempt: its shards, its ring.
         let shards = mine.shard_rows.len();
+        // The trial's checkpoint on this worker: the same file for every attempt of the
+        // trial, so a retry that lands here resumes from it.
+        let key = serde_json::to_vec(&(&replica.trial_key, &a.request, &dataset.path, world))
+            .unwrap_or_default();
+        let checkpoint = self
+            .cache
+            .join("checkpoints")
+            .join(format!("{}.ckpt", &sha256_hex(&key)[..24]));
         let out = train_mlp_replica(
             &cfg,
             &mine,
             a.request.seed,
             &self.device,
             &mut ring,
+            Some(&checkpoint),
             &mut on_epoch,
         )
         .map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&checkpoint);
         if rank == 0 {
             // Which workers and shards trained the trial, one row per replica.
             let held = |r: usize| -> String {
@@ -352,6 +363,10 @@ impl BurnExecutor {
                         ArtifactColumn::I64(vec![ring.bytes_sent() as i64; n]),
                     ),
                     ("steps", ArtifactColumn::I64(vec![out.steps as i64; n])),
+                    (
+                        "resumed_from_epoch",
+                        ArtifactColumn::I64(vec![out.resumed_from as i64; n]),
+                    ),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))

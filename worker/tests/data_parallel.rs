@@ -23,10 +23,18 @@ fn train(k: usize, cfg: &MlpConfig, split: &Split) -> Vec<(DataParallelOutcome, 
     on_loopback(k, 1, |rank, mut ring| {
         let replica = Replica::of(&split.train, &split.valid, SHARDS, rank, k);
         let mut accuracy = 0.0;
-        let out = train_mlp_replica(cfg, &replica, 5, &Device::flex(), &mut ring, &mut |m| {
-            accuracy = m.val_accuracy;
-            true
-        })
+        let out = train_mlp_replica(
+            cfg,
+            &replica,
+            5,
+            &Device::flex(),
+            &mut ring,
+            None,
+            &mut |m| {
+                accuracy = m.val_accuracy;
+                true
+            },
+        )
         .unwrap();
         (out, accuracy)
     })
@@ -123,4 +131,60 @@ fn the_quick_start_mlp_trained_data_parallel_is_as_accurate_as_alone() {
         "data-parallel {} against alone {alone}",
         parallel[0]
     );
+}
+
+/// A run stopped after epoch 2 and started again from the checkpoint that only one of its
+/// replicas kept ends with the same parameters, bit for bit, as a run never interrupted;
+/// the finished epochs' metrics are reported again.
+#[test]
+fn a_run_resumed_from_one_replicas_checkpoint_ends_where_an_uninterrupted_one_does() {
+    let split = digits();
+    let cfg = MlpConfig {
+        lr: 0.01,
+        width: 32,
+        depth: 2,
+        batch_size: 64,
+        epochs: 4,
+        ..MlpConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |rank: usize| dir.path().join(format!("replica-{rank}.ckpt"));
+    let run = |stop_after: u64, checkpoints: bool| {
+        on_loopback(2, 3, |rank, mut ring| {
+            let replica = Replica::of(&split.train, &split.valid, SHARDS, rank, 2);
+            let path = file(rank);
+            let mut seen = Vec::new();
+            let out = train_mlp_replica(
+                &cfg,
+                &replica,
+                5,
+                &Device::flex(),
+                &mut ring,
+                checkpoints.then_some(path.as_path()),
+                &mut |m| {
+                    seen.push((m.epoch, m.val_accuracy));
+                    m.epoch < stop_after
+                },
+            )
+            .unwrap();
+            (out, seen)
+        })
+    };
+    let whole = run(u64::MAX, false);
+    let stopped = run(2, true);
+    assert_eq!(stopped[0].0.epochs, 2);
+    // Replica 0's worker is gone: only replica 1 kept the checkpoint.
+    std::fs::remove_file(file(0)).unwrap();
+    let resumed = run(u64::MAX, true);
+    for r in &resumed {
+        assert_eq!(r.0.resumed_from, 2);
+        assert_eq!(r.0.parameters, whole[0].0.parameters, "bit for bit");
+        assert_eq!(r.0.steps, whole[0].0.steps);
+        // Epochs 1 and 2 reported again (metrics kept in f32), then 3 and 4.
+        let epochs: Vec<u64> = r.1.iter().map(|(e, _)| *e).collect();
+        assert_eq!(epochs, [1, 2, 3, 4]);
+        for ((_, a), (_, b)) in r.1.iter().zip(&whole[0].1) {
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
+    }
 }

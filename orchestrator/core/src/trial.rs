@@ -63,6 +63,9 @@ pub struct ReplicaRef {
     pub peers: Vec<String>,
     /// Every replica's worker name, by rank (recorded with the trial).
     pub workers: Vec<String>,
+    /// Names the trial across its attempts (its sweep and trial id): the key of the
+    /// checkpoints its replicas keep, so a retry resumes from them.
+    pub trial_key: String,
 }
 
 /// The table of data-parallel trials' replicas: rank, worker, shards, steps, bytes.

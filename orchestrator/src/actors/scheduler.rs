@@ -321,6 +321,7 @@ impl SchedulerState {
                         rank: rank as u32,
                         peers: peers.clone(),
                         workers: names.clone(),
+                        trial_key: format!("{}/{}", q.sweep_id, q.assignment.request.trial_id),
                     }));
                 }
                 let (view, link) = &mut self.workers[wi];
