@@ -9,7 +9,9 @@ use burn::tensor::Device;
 use tessera_core::Decision;
 use tessera_core::program::{ProgramInfo, TrialExecutor, TrialReporter};
 use tessera_core::shards::{Fetch, MANIFEST, Manifest, ShardFile, sha256_hex};
-use tessera_core::trial::{Artifact, ArtifactColumn, DatasetRef, MetricValues, TrialAssignment};
+use tessera_core::trial::{
+    Artifact, ArtifactColumn, DatasetRef, MetricValues, REPLICAS_TABLE, TrialAssignment,
+};
 use tessera_experiments::data_parallel::{Alone, Replica, train_mlp_replica};
 use tessera_experiments::dataset::Standardisation;
 use tessera_experiments::{Dataset, EpochMetrics, MlpConfig, OptimizerKind, Split, train_mlp};
@@ -353,13 +355,14 @@ impl BurnExecutor {
             };
             let n = world;
             reporter.artifact(Artifact {
-                table: "replicas".into(),
+                table: REPLICAS_TABLE.into(),
                 columns: [
                     ("rank", ArtifactColumn::I64((0..n as i64).collect())),
                     ("worker", ArtifactColumn::Str(replica.workers.clone())),
                     ("shards", ArtifactColumn::Str((0..n).map(held).collect())),
+                    // Every replica sends the same volume through the ring.
                     (
-                        "bytes_sent",
+                        "ring_bytes",
                         ArtifactColumn::I64(vec![ring.bytes_sent() as i64; n]),
                     ),
                     ("steps", ArtifactColumn::I64(vec![out.steps as i64; n])),
