@@ -389,7 +389,7 @@ pub fn train_mlp_replica(
                     local_hits as f64,
                 )
             } else {
-                (vec![0.0; flat_parameters(&model).dims()[0]], 0.0, 0.0)
+                (vec![0.0; n_params], 0.0, 0.0)
             };
             // One exchange carries the gradient and the step's loss and hit count.
             flat.push(local_loss as f32);

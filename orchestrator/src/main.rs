@@ -120,17 +120,14 @@ fn executor_on(
             "cannot listen for data-parallel rings on {bind}: {e}; pick another --ring-bind"
         )))
     })?;
-    // Registered datasets' files come from local folders or S3, cached under
-    // TESSERA_CACHE_DIR (default: the temporary folder).
-    let cache = std::env::var_os("TESSERA_CACHE_DIR")
-        .map_or_else(|| std::env::temp_dir().join("tessera-cache"), PathBuf::from);
+    // Registered datasets' files come from local folders or S3.
     let fetch = Arc::new(tessera_orchestrator::lake::StoreFetch::new(
         tokio::runtime::Handle::current(),
     ));
     let executor: Arc<dyn TrialExecutor> = Arc::new(
         tessera_worker::BurnExecutor::on(&selected)
             .with_ring(hub)
-            .with_fetch(fetch, cache),
+            .with_fetch(fetch),
     );
     Ok((executor, selected))
 }

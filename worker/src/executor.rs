@@ -86,10 +86,10 @@ impl BurnExecutor {
     }
 
     /// The same executor, fetching registered datasets' files with `fetch` (local
-    /// folders and S3) and caching them under `cache`.
-    pub fn with_fetch(mut self, fetch: Arc<dyn Fetch>, cache: PathBuf) -> Self {
+    /// folders and S3). Files and checkpoints are cached under `TESSERA_CACHE_DIR`
+    /// (default: the temporary folder's `tessera-cache`).
+    pub fn with_fetch(mut self, fetch: Arc<dyn Fetch>) -> Self {
         self.fetch = fetch;
-        self.cache = cache;
         self
     }
 

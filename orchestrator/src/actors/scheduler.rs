@@ -155,10 +155,20 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
                 && workers[*i].gpus >= need.gpus
                 && (k == 1 || workers[*i].ring.is_some())
         };
-        let holds = |i: usize| {
+        // Whether worker `i` already holds the dataset (for a gang: some rank's shards).
+        let holds_rank = |i: usize, r: usize| {
             need.dataset
                 .as_ref()
-                .is_some_and(|d| workers[i].datasets.contains(d))
+                .is_some_and(|d| workers[i].datasets.contains(&shard_key(d, r, k)))
+        };
+        let holds = |i: usize| {
+            if k == 1 {
+                need.dataset
+                    .as_ref()
+                    .is_some_and(|d| workers[i].datasets.contains(d))
+            } else {
+                (0..k).any(|r| holds_rank(i, r))
+            }
         };
         let mut fit: Vec<usize> = (0..workers.len())
             .filter(able)
@@ -166,21 +176,9 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
             .collect();
         fit.sort_by_key(|&i| std::cmp::Reverse((holds(i), free[i].0, std::cmp::Reverse(i))));
         if fit.len() >= k {
+            fit.truncate(k);
             if k > 1 {
                 // Among the K, hand each rank to a worker that already holds its shards.
-                let holds_rank = |i: usize, r: usize| {
-                    need.dataset
-                        .as_ref()
-                        .is_some_and(|d| workers[i].datasets.contains(&shard_key(d, r, k)))
-                };
-                fit.sort_by_key(|&i| {
-                    std::cmp::Reverse((
-                        (0..k).any(|r| holds_rank(i, r)),
-                        free[i].0,
-                        std::cmp::Reverse(i),
-                    ))
-                });
-                fit.truncate(k);
                 let mut ranked: Vec<Option<usize>> = vec![None; k];
                 for (r, slot) in ranked.iter_mut().enumerate() {
                     if let Some(pos) = fit.iter().position(|&i| holds_rank(i, r)) {
@@ -193,7 +191,6 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
                     .map(|w| w.or_else(|| rest.next()).expect("K workers for K ranks"))
                     .collect();
             }
-            fit.truncate(k);
             for &wi in &fit {
                 free[wi].0 -= need.slots;
                 free[wi].1 -= need.gpus;
@@ -372,6 +369,15 @@ impl SchedulerState {
         });
     }
 
+    /// Dispatches in flight that `pick` selects.
+    fn leases_where(&self, pick: impl Fn(u64, &InFlight) -> bool) -> Vec<u64> {
+        self.in_flight
+            .iter()
+            .filter(|(l, f)| pick(**l, f))
+            .map(|(l, _)| *l)
+            .collect()
+    }
+
     /// The dispatch `lease` is gone with its worker: its attempt goes back to its sweep,
     /// and the other replicas of a data-parallel attempt are stopped (their ring is
     /// broken; the attempt runs again from the start elsewhere).
@@ -382,13 +388,7 @@ impl SchedulerState {
             ..
         }) = self.in_flight.remove(&lease)
         {
-            let siblings: Vec<u64> = self
-                .in_flight
-                .iter()
-                .filter(|(_, f)| f.attempt == attempt)
-                .map(|(l, _)| *l)
-                .collect();
-            for l in siblings {
+            for l in self.leases_where(|_, f| f.attempt == attempt) {
                 self.stop(l);
                 // Its slots come back when the replica ends; its sweep hears once.
                 if let Some(f) = self.in_flight.get_mut(&l) {
@@ -424,13 +424,7 @@ impl SchedulerState {
         };
         // A replica that ended (finished, failed, stopped) leaves its ring broken: the
         // others stop too rather than wait for it.
-        let siblings: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, g)| g.attempt == f.attempt)
-            .map(|(l, _)| *l)
-            .collect();
-        for l in siblings {
+        for l in self.leases_where(|_, g| g.attempt == f.attempt) {
             self.stop(l);
         }
         if let Some((v, _)) = self.workers.iter_mut().find(|(v, _)| v.name == f.worker) {
@@ -479,13 +473,7 @@ impl Actor for SchedulerActor {
                 state.workers.retain(|(v, _)| v.name != name);
                 // A rejoin: what it no longer runs is lost; what it still runs stays.
                 let keep: BTreeSet<u64> = busy.iter().map(|b| b.lease).collect();
-                let gone: Vec<u64> = state
-                    .in_flight
-                    .iter()
-                    .filter(|(l, f)| f.worker == name && !keep.contains(l))
-                    .map(|(l, _)| *l)
-                    .collect();
-                for lease in gone {
+                for lease in state.leases_where(|l, f| f.worker == name && !keep.contains(&l)) {
                     state.lose(lease);
                 }
                 let mut view = SlotView {
@@ -516,13 +504,7 @@ impl Actor for SchedulerActor {
             }
             SchedulerMsg::RemoveWorker { name } => {
                 state.workers.retain(|(v, _)| v.name != name);
-                let lost: Vec<u64> = state
-                    .in_flight
-                    .iter()
-                    .filter(|(_, f)| f.worker == name)
-                    .map(|(l, _)| *l)
-                    .collect();
-                for lease in lost {
+                for lease in state.leases_where(|_, f| f.worker == name) {
                     state.lose(lease);
                 }
             }
@@ -567,13 +549,7 @@ impl Actor for SchedulerActor {
                 }
                 // Every replica of a cancelled attempt stops.
                 let leases: BTreeSet<u64> = leases.into_iter().collect();
-                let stopping: Vec<u64> = state
-                    .in_flight
-                    .iter()
-                    .filter(|(_, f)| leases.contains(&f.attempt))
-                    .map(|(l, _)| *l)
-                    .collect();
-                for lease in stopping {
+                for lease in state.leases_where(|_, f| leases.contains(&f.attempt)) {
                     state.stop(lease);
                 }
             }
