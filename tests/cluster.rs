@@ -918,20 +918,28 @@ fn data_parallel_trials_train_across_worker_processes_and_survive_a_killed_repli
         "version: 1\nname: dp-cluster\nkind: random\nseed: 4\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 4 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 64\n  epochs: 200\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 4, max_attempts: 3 }}\nresources: {{ workers: 2 }}\n",
         data.display()
     );
+    let submitted = std::time::Instant::now();
     let id = c.submit("dp-cluster", &yaml);
     c.wait_for(&id, "a first trial", Duration::from_secs(120), |s| {
         s["finished"].as_u64().unwrap_or(0) >= 1
     });
-    // Kill a worker that is training a replica right now.
-    let busy = loop {
-        let all = c.status(&id);
-        let busy = all["workers"]
+    // A trial took at most this long; let the next one run for a tenth of it (about
+    // twenty of its 200 epochs) so its replicas have checkpoints to resume from, then
+    // kill a worker that is still training a replica.
+    let settle = submitted.elapsed() / 10;
+    let busy_worker = |c: &Cluster| {
+        c.status(&id)["workers"]
             .as_array()
             .unwrap()
             .iter()
-            .find_map(|w| (w["free"] == 0).then(|| w["name"].as_str().unwrap().to_owned()));
-        if let Some(b) = busy {
-            break b;
+            .find_map(|w| (w["free"] == 0).then(|| w["name"].as_str().unwrap().to_owned()))
+    };
+    let busy = loop {
+        if let Some(b) = busy_worker(&c) {
+            std::thread::sleep(settle);
+            if busy_worker(&c).as_ref() == Some(&b) {
+                break b;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     };
