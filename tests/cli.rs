@@ -726,6 +726,16 @@ fn a_data_parallel_sweep_trains_each_trial_on_two_workers_over_their_shards() {
     let (_d, _out, o) = run_sweep(&yaml, &[], &["--workers", "1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("pass --workers 2"));
+    // Unless the sweep is elastic: then each trial trains on the one worker there is,
+    // holding every shard.
+    let elastic = yaml.replace("workers: 2 }", "workers: 2, min_workers: 1 }");
+    assert_ne!(elastic, yaml);
+    let (_d, out, o) = run_sweep(&elastic, &[], &["--workers", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = tessera_orchestrator::store::read_table(&out, "replicas").unwrap();
+    assert_eq!(r.height(), 4);
+    let shards = r.column("shards").unwrap().str().unwrap().clone();
+    assert!((0..4).all(|i| shards.get(i) == Some("0,1,2,3")));
 
     let (_dir, out, o) = run_sweep(&yaml, &[], &["--workers", "4"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -745,6 +755,19 @@ fn a_data_parallel_sweep_trains_each_trial_on_two_workers_over_their_shards() {
         .filter_map(|i| acc.get(i))
         .fold(0.0, f64::max);
     assert!(best > 0.9, "best val_accuracy {best}");
+    // The Parquet file was cut once into 4 shards beside the run, where the replicas
+    // fetched their own from.
+    let staged: Vec<PathBuf> = std::fs::read_dir(out.parent().unwrap().join("datasets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let manifest: tessera_core::shards::Manifest = serde_json::from_slice(
+        &std::fs::read(staged[0].join(tessera_core::shards::MANIFEST)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest.shards.len(), 4);
+    assert!(manifest.check().is_ok());
 
     // Two replicas per trial, on different workers, holding shards 0,2 and 1,3, for
     // 3 epochs of ⌈360 rows per shard / 16⌉ steps.

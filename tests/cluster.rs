@@ -905,17 +905,33 @@ fn a_nas_sweep_runs_on_worker_nodes_with_the_supernet_shipped_to_them() {
 
 /// Data-parallel trials across worker processes: each trial trains on 2 of the 3
 /// workers at once over their ring; a SIGKILLed worker's trial runs again on the two
-/// that are left, and every trial is recorded exactly once.
+/// that are left (a replacement for the dead one is free), resuming from its checkpoint,
+/// and every trial is recorded exactly once.
 #[test]
 fn data_parallel_trials_train_across_worker_processes_and_survive_a_killed_replica() {
+    data_parallel_with_a_killed_worker(2, None);
+}
+
+/// An elastic data-parallel sweep (`workers: 3, min_workers: 2`) on exactly 3 workers:
+/// when one is killed there is no replacement, and the trial continues from its
+/// checkpoint on the 2 that are left (as do the trials after it) instead of waiting.
+#[test]
+fn an_elastic_data_parallel_trial_continues_on_the_workers_that_are_left() {
+    data_parallel_with_a_killed_worker(3, Some(2));
+}
+
+/// Runs 4 data-parallel trials of `k` replicas on 3 worker processes and SIGKILLs a
+/// worker in the middle of one; checks what the trials and replicas tables say.
+fn data_parallel_with_a_killed_worker(k: usize, min_workers: Option<usize>) {
     let mut c = Cluster::new();
     for w in ["w1", "w2", "w3"] {
         c.add_worker(w, 1);
     }
     let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../experiments/data/digits/digits.parquet");
+    let min = min_workers.map_or(String::new(), |m| format!(", min_workers: {m}"));
     let yaml = format!(
-        "version: 1\nname: dp-cluster\nkind: random\nseed: 4\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 4 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 64\n  epochs: 200\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 4, max_attempts: 3 }}\nresources: {{ workers: 2 }}\n",
+        "version: 1\nname: dp-cluster\nkind: random\nseed: 4\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 6 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 66\n  epochs: 200\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 4, max_attempts: 3 }}\nresources: {{ workers: {k}{min} }}\n",
         data.display()
     );
     let submitted = std::time::Instant::now();
@@ -958,44 +974,47 @@ fn data_parallel_trials_train_across_worker_processes_and_survive_a_killed_repli
         assert!(acc.get(i).unwrap() > 0.9, "trial {i}: {:?}", acc.get(i));
     }
     assert_eq!(seen.len(), 4);
-    // Each trial's replicas ran on two different worker processes.
+    // Each trial's replicas ran on distinct worker processes: K of them, or (elastic)
+    // the K - 1 left once one was killed.
     let r = read_table(&dir, "replicas").unwrap();
-    assert_eq!(r.height(), 8, "{r}");
-    let rid = r.column("trial_id").unwrap().u64().unwrap().clone();
-    let rw = r.column("worker").unwrap().str().unwrap().clone();
-    let mut by_trial: std::collections::BTreeMap<u64, BTreeSet<String>> = Default::default();
+    let col = |name: &str| r.column(name).unwrap().clone();
+    let (rid, rw, resumed) = (col("trial_id"), col("worker"), col("resumed_from_epoch"));
+    let (rid, rw, resumed) = (
+        rid.u64().unwrap(),
+        rw.str().unwrap(),
+        resumed.i64().unwrap(),
+    );
+    let mut by_trial: std::collections::BTreeMap<u64, (BTreeSet<String>, Vec<i64>)> =
+        Default::default();
     for i in 0..r.height() {
-        by_trial
-            .entry(rid.get(i).unwrap())
-            .or_default()
-            .insert(rw.get(i).unwrap().to_owned());
+        let e = by_trial.entry(rid.get(i).unwrap()).or_default();
+        assert!(e.0.insert(rw.get(i).unwrap().to_owned()), "{r}");
+        e.1.push(resumed.get(i).unwrap());
     }
-    assert!(by_trial.values().all(|w| w.len() == 2), "{by_trial:?}");
+    assert_eq!(by_trial.len(), 4, "{r}");
+    let sizes: Vec<usize> = by_trial.values().map(|(w, _)| w.len()).collect();
+    match min_workers {
+        None => assert!(sizes.iter().all(|n| *n == k), "{sizes:?}"),
+        Some(_) => assert!(
+            sizes.iter().all(|n| *n == k || *n == k - 1) && sizes.contains(&(k - 1)),
+            "{sizes:?}"
+        ),
+    }
     // The killed replica's attempt ran again (as a lost attempt, or as a failed one when
-    // the surviving replica noticed first), resuming from the checkpoint the surviving
-    // replica kept rather than from the first epoch: both its replicas say so.
-    let resumed = r
-        .column("resumed_from_epoch")
-        .unwrap()
-        .i64()
-        .unwrap()
-        .clone();
-    let mut resumed_trials: std::collections::BTreeMap<u64, Vec<i64>> = Default::default();
-    for i in 0..r.height() {
-        let from = resumed.get(i).unwrap();
-        if from > 0 {
-            resumed_trials
-                .entry(rid.get(i).unwrap())
-                .or_default()
-                .push(from);
-        }
-    }
-    assert_eq!(resumed_trials.len(), 1, "{resumed_trials:?} {r}");
-    let from = resumed_trials.values().next().unwrap();
+    // a surviving replica noticed first), resuming from the checkpoint the survivors kept
+    // rather than from the first epoch: all its replicas say so.
+    let resumed: Vec<&(BTreeSet<String>, Vec<i64>)> = by_trial
+        .values()
+        .filter(|(_, from)| from.iter().any(|e| *e > 0))
+        .collect();
+    assert_eq!(resumed.len(), 1, "{r}");
+    let (workers, from) = resumed[0];
     assert!(
-        from.len() == 2 && from[0] == from[1] && from[0] < 200,
+        from.iter().all(|e| *e == from[0]) && from[0] < 200,
         "{from:?}"
     );
+    assert!(!workers.contains(&busy), "{r}");
+    assert_eq!(workers.len(), if min_workers.is_some() { k - 1 } else { k });
 }
 
 /// `(status code, body)` of `GET path` on a local port.

@@ -598,4 +598,47 @@ fn a_registered_dataset_on_s3_feeds_a_data_parallel_sweep() {
         cached, 5,
         "4 shards and the validation rows, each fetched once"
     );
+
+    // A data-parallel sweep naming a plain Parquet file, its results on S3: the file is
+    // cut into shards once, beside the results, and the replicas fetch theirs from there.
+    let file = root.join("experiments/data/digits/digits.parquet");
+    let yaml = format!(
+        "version: 1\nname: dp-file\nkind: random\nseed: 2\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 4 }}\nspace:\n  lr: 0.01\n  epochs: 2\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 2 }}\nresources: {{ workers: 2 }}\nresults: s3://data/runs\n",
+        file.display()
+    );
+    std::fs::write(&sweep, yaml).unwrap();
+    let o = tessera_s3(&m)
+        .env("TESSERA_CACHE_DIR", dir.path().join("cache2"))
+        .args(["run", sweep.to_str().unwrap(), "--workers", "2", "--out"])
+        .arg(dir.path().join("run2"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let staged = tessera_orchestrator::datasets::staged_location(
+        &Location::parse("s3://data/runs").unwrap(),
+        &file,
+        &std::fs::read(&file).unwrap(),
+        &tessera_core::trial::DatasetRef {
+            path: String::new(),
+            validation_fraction: 0.2,
+            split_seed: 0,
+            shards: 4,
+            registered: false,
+        },
+    );
+    let o = tessera_s3(&m)
+        .args(["dataset", "show", &staged.to_string()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && shown.contains("shard-00003.parquet"),
+        "{shown}"
+    );
+    let cached = std::fs::read_dir(dir.path().join("cache2"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .count();
+    assert_eq!(cached, 5, "each replica fetched its shards from S3");
 }

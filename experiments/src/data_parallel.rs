@@ -10,6 +10,12 @@
 //! sum of the replicas' gradients is the global batch's gradient, and K = 1, 2 or 4
 //! replicas take the same steps up to the order of floating-point sums.
 //!
+//! With `sync_every: M`, a replica sums the gradients of M batches locally and the
+//! replicas exchange once, taking one optimizer step on the mean loss of all M batches'
+//! rows: 1/M of the traffic per row, and the steps of a run with M times the batch
+//! (what PyTorch users do with `no_sync()` and gradient accumulation), using the memory
+//! of one batch.
+//!
 //! The exchange itself is a [`Reducer`]: the worker supplies a ring all-reduce over TCP;
 //! this crate never touches the network.
 
@@ -89,8 +95,11 @@ impl Replica {
 pub struct DataParallelOutcome {
     /// Epochs run.
     pub epochs: u64,
-    /// Optimizer steps taken.
+    /// Optimizer steps taken (one exchange each).
     pub steps: u64,
+    /// Batches this run trained on (`sync_every` per step, but for an epoch's last
+    /// step; a resumed run counts from its checkpoint).
+    pub batches: u64,
     /// Floats this replica handed to the reducer per step (gradient plus two counters).
     pub floats_per_step: usize,
     /// The final parameters, flattened in the module's visiting order.
@@ -322,7 +331,7 @@ pub fn train_mlp_replica(
                     val_accuracy: h[3],
                 };
                 if agree_to_stop(reducer, !on_epoch(&m))? {
-                    return finish(m.epoch, steps, floats_per_step, &model, newest);
+                    return finish(m.epoch, steps, 0, floats_per_step, &model, newest);
                 }
             }
             first_epoch = newest + 1;
@@ -330,18 +339,40 @@ pub fn train_mlp_replica(
         }
     }
 
+    let sync_every = cfg.sync_every.max(1);
+    let mut batches = 0u64;
     for epoch in first_epoch..=cfg.epochs {
         let orders: Vec<Vec<usize>> = held
             .iter()
             .map(|(s, _, _)| order(seed, epoch, *s, replica.shard_rows[*s]))
             .collect();
         let (mut loss_sum, mut hits) = (0.0, 0.0);
+        // The gradients, loss and hits of the batches since the last exchange.
+        let mut pending: Option<(Vec<f32>, f64, f64)> = None;
+        let mut pending_batches = 0;
+        let mut exchanges = 0usize;
+        // Rows of shard `rows` long that batch `step` takes, and of all shards.
+        let rows_at = |step: usize, rows: usize| {
+            let lo = (step * per_shard).min(rows);
+            lo..((step + 1) * per_shard).min(rows)
+        };
+        let global_at = |step: usize| -> usize {
+            replica
+                .shard_rows
+                .iter()
+                .map(|r| rows_at(step, *r).len())
+                .sum()
+        };
+        // Rows of every batch up to the next exchange: each batch's loss is its share of
+        // their mean, so the summed gradient is that of one batch holding them all.
+        let mut global = 0;
         for step in 0..steps_per_epoch {
-            let rows_at = |rows: usize| {
-                let lo = (step * per_shard).min(rows);
-                lo..((step + 1) * per_shard).min(rows)
-            };
-            let global: usize = replica.shard_rows.iter().map(|r| rows_at(*r).len()).sum();
+            if pending_batches == 0 {
+                global = (step..(step + sync_every).min(steps_per_epoch))
+                    .map(global_at)
+                    .sum();
+            }
+            let rows_at = |rows: usize| rows_at(step, rows);
             let mut parts_x = Vec::new();
             let mut parts_y = Vec::new();
             let mut masks: Vec<Vec<Tensor<2>>> = Vec::new();
@@ -363,7 +394,7 @@ pub fn train_mlp_replica(
                 }
             }
             let local = parts_y.iter().map(|y| y.dims()[0]).sum::<usize>();
-            let (mut flat, local_loss, local_hits) = if local > 0 {
+            let (flat, local_loss, local_hits) = if local > 0 {
                 let x = Tensor::cat(parts_x, 0);
                 let y = Tensor::cat(parts_y, 0);
                 let masks: Option<Vec<Tensor<2>>> = (!masks.is_empty()).then(|| {
@@ -375,7 +406,7 @@ pub fn train_mlp_replica(
                 });
                 let logits = model.forward(x, masks.as_deref());
                 let local_hits = correct(logits.clone().detach(), y.clone());
-                // This replica's share of the global batch's mean loss.
+                // This replica's share of the global batch's (or batches') mean loss.
                 let loss = loss_fn
                     .forward(logits, y)
                     .mul_scalar(local as f64 / global as f64);
@@ -391,7 +422,22 @@ pub fn train_mlp_replica(
             } else {
                 (vec![0.0; n_params], 0.0, 0.0)
             };
-            // One exchange carries the gradient and the step's loss and hit count.
+            batches += 1;
+            pending_batches += 1;
+            pending = Some(match pending.take() {
+                None => (flat, local_loss, local_hits),
+                Some((mut sum, loss, hits)) => {
+                    sum.iter_mut().zip(&flat).for_each(|(s, g)| *s += g);
+                    (sum, loss + local_loss, hits + local_hits)
+                }
+            });
+            if pending_batches < sync_every && step + 1 < steps_per_epoch {
+                continue;
+            }
+            let Some((mut flat, local_loss, local_hits)) = pending.take() else {
+                continue;
+            };
+            // One exchange carries the gradient and the batches' loss and hit count.
             flat.push(local_loss as f32);
             flat.push(local_hits as f32);
             floats_per_step = flat.len();
@@ -402,13 +448,15 @@ pub fn train_mlp_replica(
             loss_sum += f64::from(flat.pop().unwrap_or(0.0));
             let n = flat.len();
             let grad = Tensor::<1>::from_data(TensorData::new(flat, [n]), device);
+            pending_batches = 0;
             model = optim.step(cfg.lr, model, grad);
             steps += 1;
+            exchanges += 1;
         }
         let (val_loss, val_accuracy) = evaluate(model.valid(), &x_valid, &y_valid, device);
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss_sum / steps_per_epoch.max(1) as f64,
+            train_loss: loss_sum / exchanges.max(1) as f64,
             train_accuracy: hits / total_rows.max(1) as f64,
             val_loss,
             val_accuracy,
@@ -434,15 +482,23 @@ pub fn train_mlp_replica(
             .save(path);
         }
         if agree_to_stop(reducer, !on_epoch(&metrics))? {
-            return finish(epoch, steps, floats_per_step, &model, resumed_from);
+            return finish(epoch, steps, batches, floats_per_step, &model, resumed_from);
         }
     }
-    finish(cfg.epochs, steps, floats_per_step, &model, resumed_from)
+    finish(
+        cfg.epochs,
+        steps,
+        batches,
+        floats_per_step,
+        &model,
+        resumed_from,
+    )
 }
 
 fn finish(
     epochs: u64,
     steps: u64,
+    batches: u64,
     floats_per_step: usize,
     model: &Mlp,
     resumed_from: u64,
@@ -454,6 +510,7 @@ fn finish(
     Ok(DataParallelOutcome {
         epochs,
         steps,
+        batches,
         floats_per_step,
         parameters,
         resumed_from,

@@ -41,6 +41,9 @@ pub struct MlpConfig {
     pub optimizer: OptimizerKind,
     /// L2 weight decay.
     pub weight_decay: f64,
+    /// Batches per optimizer step: their gradients are summed (and, data-parallel,
+    /// exchanged between replicas) once per step. 1: a step per batch.
+    pub sync_every: usize,
 }
 
 impl Default for MlpConfig {
@@ -54,6 +57,7 @@ impl Default for MlpConfig {
             epochs: 10,
             optimizer: OptimizerKind::Adam,
             weight_decay: 0.0,
+            sync_every: 1,
         }
     }
 }

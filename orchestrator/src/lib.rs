@@ -9,6 +9,7 @@
 
 pub mod actors;
 pub mod cluster;
+pub mod datasets;
 pub mod fault;
 pub mod fractal;
 pub mod journal;

@@ -471,21 +471,9 @@ async fn cmd_dataset(command: DatasetCommand) -> Result<(), Failure> {
                 let loc = Location::parse(&to)
                     .map_err(|e| bad(e.to_string()))?
                     .join(&name);
-                let store = ObjectStore::open(&loc)
+                tessera_orchestrator::datasets::publish(&loc, &manifest, files)
                     .await
-                    .map_err(|e| Failure::Run(e.to_string()))?;
-                for (file, bytes) in files {
-                    store
-                        .put(&file, bytes)
-                        .await
-                        .map_err(|e| Failure::Run(e.to_string()))?;
-                }
-                // The manifest last: a dataset is usable once it is there.
-                let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-                store
-                    .put(tessera_core::shards::MANIFEST, json)
-                    .await
-                    .map_err(|e| Failure::Run(e.to_string()))?;
+                    .map_err(Failure::Run)?;
                 outln!(
                     "registered {name}: {} training rows in {} shards, {} validation rows, at {loc}",
                     manifest.train_rows(),

@@ -386,7 +386,8 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
             spec.slots
         )));
     }
-    if spec.workers > 1 && (workers as u32) < spec.workers {
+    // An elastic sweep (`min_workers` < `workers`) runs on fewer workers, not on too few.
+    if spec.workers > 1 && (workers as u32) < spec.min_workers {
         return Err(RunError::Usage(format!(
             "resources.workers is {} but this run has {workers} worker(s); pass --workers {}",
             spec.workers, spec.workers
@@ -406,6 +407,23 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
             d.path
         )));
     }
+    // A data-parallel sweep's Parquet file is cut into shards once, beside the results,
+    // so that each replica fetches only its own.
+    #[cfg(feature = "worker")]
+    let dataset =
+        match dataset {
+            Some(d) if spec.workers > 1 => {
+                let root = results.clone().unwrap_or_else(|| {
+                    crate::lake::Location::Local(
+                        out.parent().map_or_else(PathBuf::new, Path::to_path_buf),
+                    )
+                });
+                Some(crate::datasets::stage(d, &root).await.map_err(|e| {
+                    RunError::Sweep(format!("cannot cut the dataset into shards: {e}"))
+                })?)
+            }
+            d => d,
+        };
     let workers = workers.max(1);
     let max_concurrent = spec
         .concurrent

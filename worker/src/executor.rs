@@ -244,6 +244,7 @@ impl BurnExecutor {
             epochs: r.usize("epochs")? as u64,
             optimizer,
             weight_decay: r.f64("weight_decay")?,
+            sync_every: r.usize("sync_every")?,
         };
         let dataset = a.dataset.as_ref().ok_or("mlp-classifier needs a dataset")?;
         let (rank, world) = a
@@ -302,6 +303,10 @@ impl BurnExecutor {
         };
         let mine = match (mine, &split) {
             (Some(m), _) => m,
+            // Gradient accumulation is the data-parallel trainer's, on one shard.
+            (None, Some(split)) if cfg.sync_every > 1 => {
+                Replica::of(&split.train, &split.valid, 1, 0, 1)
+            }
             (None, Some(split)) => {
                 return train_mlp(&cfg, split, a.request.seed, &self.device, &mut on_epoch)
                     .map(|_| ())
@@ -326,8 +331,9 @@ impl BurnExecutor {
         // One replica of a data-parallel attempt: its shards, its ring.
         let shards = mine.shard_rows.len();
         // The trial's checkpoint on this worker: the same file for every attempt of the
-        // trial, so a retry that lands here resumes from it.
-        let key = serde_json::to_vec(&(&replica.trial_key, &a.request, &dataset.path, world))
+        // trial, on however many workers (the batches do not depend on it), so a retry
+        // that lands here resumes from it.
+        let key = serde_json::to_vec(&(&replica.trial_key, &a.request, &dataset.path))
             .unwrap_or_default();
         let checkpoint = self
             .cache

@@ -267,6 +267,16 @@ pub fn program_infos() -> Vec<ProgramInfo> {
                         "L2 weight decay",
                     ),
                 ),
+                r(
+                    1.0,
+                    4096.0,
+                    p(
+                        "sync_every",
+                        K::Int,
+                        Some(Int(1)),
+                        "batches per optimizer step: their gradients are summed, and a data-parallel trial's replicas exchange once per step",
+                    ),
+                ),
             ],
             metrics: &["train_loss", "train_accuracy", "val_loss", "val_accuracy"],
             needs_dataset: true,

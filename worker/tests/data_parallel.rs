@@ -99,7 +99,40 @@ fn dropout_masks_and_sgd_do_not_depend_on_the_replica_count() {
         epochs: 1,
         optimizer: OptimizerKind::Sgd,
         weight_decay: 1e-4,
+        sync_every: 1,
     });
+}
+
+/// Exchanging every 3 batches: K = 2 and 4 take the same steps as K = 1, and those are
+/// the steps of one batch three times as large (the same rows, one exchange), with a
+/// third of the exchanges.
+#[test]
+fn exchanging_every_three_batches_is_one_three_times_larger_batch_for_any_k() {
+    let cfg = MlpConfig {
+        lr: 0.01,
+        width: 32,
+        depth: 1,
+        batch_size: 32,
+        epochs: 2,
+        sync_every: 3,
+        ..MlpConfig::default()
+    };
+    same_steps_for_any_k(&cfg);
+    let split = digits();
+    let three = &train(2, &cfg, &split)[0].0;
+    let large = &train(
+        2,
+        &MlpConfig {
+            batch_size: 96,
+            sync_every: 1,
+            ..cfg.clone()
+        },
+        &split,
+    )[0]
+    .0;
+    assert_eq!(three.steps, large.steps);
+    assert_eq!(three.steps, three.batches.div_ceil(3));
+    assert_close(&three.parameters, &large.parameters, 1e-5, "sync_every 3");
 }
 
 #[test]

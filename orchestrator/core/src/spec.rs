@@ -319,9 +319,15 @@ pub struct RawResources {
     #[serde(default)]
     pub gpus: Option<u32>,
     /// Workers one trial trains on at once, each on its own shards of the dataset with
-    /// gradients summed every step (default 1). `slots` and `gpus` are per worker.
+    /// gradients summed every step, or every `sync_every` batches (default 1). `slots`
+    /// and `gpus` are per worker.
     #[serde(default)]
     pub workers: Option<u32>,
+    /// Fewest workers a data-parallel trial may continue on after losing one: a retry
+    /// resumes from its checkpoint on the workers that are left when at least this many
+    /// are free, instead of waiting for a replacement (default: `workers`, i.e. wait).
+    #[serde(default)]
+    pub min_workers: Option<u32>,
 }
 
 /// A validated dataset reference.
@@ -406,6 +412,8 @@ pub struct SweepSpec {
     pub gpus: u32,
     /// Workers per trial (data-parallel replicas).
     pub workers: u32,
+    /// Fewest workers a retry of a data-parallel trial continues on.
+    pub min_workers: u32,
     /// Results location as written.
     pub results: Option<String>,
     /// The `fractal` kind's settings.
@@ -875,12 +883,13 @@ impl RawSweep {
             ));
         }
 
-        let (slots, gpus, workers) = match &self.resources {
-            None => (1, 0, 1),
+        let (slots, gpus, workers, min_workers) = match &self.resources {
+            None => (1, 0, 1, None),
             Some(r) => (
                 r.slots.unwrap_or(1),
                 r.gpus.unwrap_or(0),
                 r.workers.unwrap_or(1),
+                r.min_workers,
             ),
         };
         if workers == 0 {
@@ -888,6 +897,18 @@ impl RawSweep {
                 &["resources", "workers"],
                 "resources.workers is 0",
                 "a trial trains on at least 1 worker",
+            ));
+        }
+        let min_workers = min_workers.unwrap_or(workers);
+        if min_workers == 0 || min_workers > workers {
+            return Err(Problem::new(
+                &["resources", "min_workers"],
+                format!(
+                    "resources.min_workers is {min_workers} but resources.workers is {workers}"
+                ),
+                format!(
+                    "give a number from 1 to {workers}: the fewest workers a trial may continue on after losing one"
+                ),
             ));
         }
         if workers > 1 && dataset.is_none() {
@@ -937,6 +958,7 @@ impl RawSweep {
             slots,
             gpus,
             workers,
+            min_workers,
             results: self.results,
             fractal,
             nas,

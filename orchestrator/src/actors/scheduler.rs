@@ -69,6 +69,8 @@ pub enum SchedulerMsg {
         gpus: u32,
         /// Workers it trains on at once.
         workers: u32,
+        /// Fewest workers a retry of it may continue on.
+        min_workers: u32,
         /// Its sweep.
         sweep: ActorRef<SweepMsg>,
     },
@@ -122,6 +124,12 @@ pub struct Need {
     pub dataset: Option<String>,
     /// Workers it trains on at once (data-parallel replicas; 0 or 1: one worker).
     pub workers: u32,
+    /// Fewest workers it may start on when `workers` are not to be had: a retry that
+    /// continues from its checkpoint on the workers that are left, or any attempt when
+    /// fewer than `workers` able workers are connected at all (0: `workers`).
+    pub min_workers: u32,
+    /// Whether it is a retry (an earlier attempt failed or lost a worker).
+    pub retry: bool,
 }
 
 /// What a worker that ran replica `rank` of `world` of a trial on `dataset` holds in its
@@ -142,6 +150,10 @@ pub fn shard_key(dataset: &str, rank: usize, world: usize) -> String {
 /// cannot keep a waiting gang's workers busy for ever, the first gang that cannot start
 /// reserves the K workers that will free up for it (those with the most free slots now):
 /// later attempts in the order skip them, and run on the other workers meanwhile.
+///
+/// An elastic gang (`min_workers` < K) starts on fewer workers, as many as fit, when it
+/// is a retry (it continues from its checkpoint on the workers that are left rather than
+/// wait for a replacement) or when fewer than K able workers are connected at all.
 pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
     let mut free: Vec<(u32, u32)> = workers.iter().map(|w| (w.free, w.free_gpus)).collect();
     let mut reserved = vec![false; workers.len()];
@@ -149,17 +161,34 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
     let mut out = Vec::new();
     for (qi, need) in needs.iter().enumerate() {
         let k = need.workers.max(1) as usize;
-        let able = |i: &usize| {
-            !reserved[*i]
-                && workers[*i].capacity >= need.slots
+        let min = match need.min_workers as usize {
+            0 => k,
+            m => m.min(k),
+        };
+        let ever = |i: &usize| {
+            workers[*i].capacity >= need.slots
                 && workers[*i].gpus >= need.gpus
                 && (k == 1 || workers[*i].ring.is_some())
         };
+        let able = |i: &usize| !reserved[*i] && ever(i);
+        // How many workers this gang may take: K, or fewer when it is elastic and K
+        // are not to be had (a retry, or too few able workers connected).
+        let connected = (0..workers.len()).filter(ever).count();
+        let shrink = min < k && (need.retry || connected < k);
+        let wanted = |n: usize| {
+            if n >= k {
+                k
+            } else if shrink && n >= min {
+                n
+            } else {
+                0
+            }
+        };
         // Whether worker `i` already holds the dataset (for a gang: some rank's shards).
-        let holds_rank = |i: usize, r: usize| {
+        let holds_rank = |i: usize, r: usize, world: usize| {
             need.dataset
                 .as_ref()
-                .is_some_and(|d| workers[i].datasets.contains(&shard_key(d, r, k)))
+                .is_some_and(|d| workers[i].datasets.contains(&shard_key(d, r, world)))
         };
         let holds = |i: usize| {
             if k == 1 {
@@ -167,7 +196,7 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
                     .as_ref()
                     .is_some_and(|d| workers[i].datasets.contains(d))
             } else {
-                (0..k).any(|r| holds_rank(i, r))
+                (0..k).any(|r| holds_rank(i, r, k))
             }
         };
         let mut fit: Vec<usize> = (0..workers.len())
@@ -175,13 +204,14 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
             .filter(|i| free[*i].0 >= need.slots && free[*i].1 >= need.gpus)
             .collect();
         fit.sort_by_key(|&i| std::cmp::Reverse((holds(i), free[i].0, std::cmp::Reverse(i))));
-        if fit.len() >= k {
-            fit.truncate(k);
-            if k > 1 {
-                // Among the K, hand each rank to a worker that already holds its shards.
-                let mut ranked: Vec<Option<usize>> = vec![None; k];
+        let take = wanted(fit.len());
+        if take > 0 {
+            fit.truncate(take);
+            if take > 1 {
+                // Among them, hand each rank to a worker that already holds its shards.
+                let mut ranked: Vec<Option<usize>> = vec![None; take];
                 for (r, slot) in ranked.iter_mut().enumerate() {
-                    if let Some(pos) = fit.iter().position(|&i| holds_rank(i, r)) {
+                    if let Some(pos) = fit.iter().position(|&i| holds_rank(i, r, take)) {
                         *slot = Some(fit.remove(pos));
                     }
                 }
@@ -198,9 +228,10 @@ pub fn place(needs: &[Need], workers: &[SlotView]) -> Vec<(usize, Vec<usize>)> {
             out.push((qi, fit));
         } else if k > 1 && !reserving {
             let mut could: Vec<usize> = (0..workers.len()).filter(able).collect();
-            if could.len() >= k {
+            let target = wanted(could.len());
+            if target > 0 {
                 could.sort_by_key(|&i| std::cmp::Reverse((free[i].0, std::cmp::Reverse(i))));
-                for &wi in &could[..k] {
+                for &wi in &could[..target] {
                     reserved[wi] = true;
                 }
                 reserving = true;
@@ -300,7 +331,9 @@ impl SchedulerState {
             crate::metrics::SCHEDULING_LATENCY
                 .with_label_values(&[] as &[&str])
                 .observe(q.queued_at.elapsed().as_secs_f64());
-            let gang = wis.len() > 1;
+            // A data-parallel attempt is a gang even on one worker (an elastic retry
+            // left with one): it keeps its shards' sampling and resumes its checkpoint.
+            let gang = q.need.workers > 1;
             let peers: Vec<String> = wis
                 .iter()
                 .map(|&wi| self.workers[wi].0.ring.clone().unwrap_or_default())
@@ -514,9 +547,11 @@ impl Actor for SchedulerActor {
                 slots,
                 gpus,
                 workers,
+                min_workers,
                 sweep,
             } => {
                 let dataset = assignment.dataset.as_ref().map(|d| d.path.clone());
+                let retry = assignment.attempt > 1;
                 state.queue.push_back(Queued {
                     queued_at: std::time::Instant::now(),
                     sweep_id,
@@ -526,6 +561,8 @@ impl Actor for SchedulerActor {
                         gpus,
                         dataset,
                         workers,
+                        min_workers,
+                        retry,
                     },
                     sweep,
                 });
@@ -719,6 +756,36 @@ mod tests {
             place(&[big, gang(1)], &ringed(&[1, 1, 2], 2)),
             vec![(1, vec![1])]
         );
+    }
+
+    #[test]
+    fn an_elastic_retry_continues_on_the_workers_that_are_left() {
+        let elastic = |retry| Need {
+            min_workers: 2,
+            retry,
+            ..gang(3)
+        };
+        // Three workers connected, one busy: a first attempt waits for all three …
+        assert_eq!(place(&[elastic(false)], &ringed(&[1, 1, 0], 1)), vec![]);
+        // … a retry goes on with the two that are free …
+        assert_eq!(
+            place(&[elastic(true)], &ringed(&[1, 0, 1], 1)),
+            vec![(0, vec![0, 2])]
+        );
+        // … but never on fewer than `min_workers`.
+        assert_eq!(place(&[elastic(true)], &ringed(&[1, 0, 0], 1)), vec![]);
+        // With only two workers connected (one died for good), every attempt starts on
+        // two rather than wait for a third that may never come.
+        assert_eq!(
+            place(&[elastic(false)], &ringed(&[1, 1], 1)),
+            vec![(0, vec![0, 1])]
+        );
+        // Without `min_workers` a retry waits for a replacement.
+        let strict = Need {
+            retry: true,
+            ..gang(3)
+        };
+        assert_eq!(place(&[strict], &ringed(&[1, 0, 1], 1)), vec![]);
     }
 
     #[test]

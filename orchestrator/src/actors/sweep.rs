@@ -786,6 +786,7 @@ impl SweepState {
                 slots: self.core.spec.slots,
                 gpus: self.core.spec.gpus,
                 workers: self.core.spec.workers,
+                min_workers: self.core.spec.min_workers,
                 sweep: myself.clone(),
             });
         }
