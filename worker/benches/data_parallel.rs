@@ -1,12 +1,13 @@
 //! Data-parallel scaling on this machine: the same MLP trained by K = 1, 2 and 4 replica
 //! *processes* joined by the TCP ring, over the same shards and global batch.
 //!
-//! Prints, for each K: samples per second, time per step, time per step spent in the
-//! all-reduce (waiting for the slowest replica included), and bytes each replica sends
-//! per step; then what those bytes would cost on real links.
+//! Prints, for each K (and M, the batches per exchange): samples per second, time per
+//! batch, time per batch spent in the all-reduce (waiting for the slowest replica
+//! included), and bytes each replica sends per batch; then what a step's bytes would
+//! cost on real links.
 //!
 //! Run: `cargo bench --profile dev -p tessera-worker --bench data_parallel -- [--width 1024]
-//! [--epochs 3] [--batch 256]`.
+//! [--epochs 3] [--batch 256]`. Rows with M = 4 exchange every 4 batches (`sync_every`).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ fn config() -> MlpConfig {
         depth: 2,
         batch_size: arg("--batch", 256),
         epochs: arg("--epochs", 3) as u64,
+        sync_every: arg("--sync-every", 1),
         ..MlpConfig::default()
     }
 }
@@ -91,11 +93,12 @@ fn replica(rank: usize, ports: &[u16]) {
         "{}",
         serde_json::json!({
             "k": world,
+            "sync_every": config().sync_every,
             "rank": rank,
             "samples_per_s": samples / wall,
-            "step_ms": wall * 1e3 / out.steps as f64,
-            "allreduce_ms": timed.spent.as_secs_f64() * 1e3 / out.steps as f64,
-            "bytes_per_step": timed.ring.bytes_sent() as f64 / out.steps as f64,
+            "step_ms": wall * 1e3 / out.batches as f64,
+            "allreduce_ms": timed.spent.as_secs_f64() * 1e3 / out.batches as f64,
+            "bytes_per_step": timed.ring.bytes_sent() as f64 / out.batches as f64,
             "parameters": out.parameters.len(),
             "steps": out.steps,
         })
@@ -180,20 +183,22 @@ fn main() {
         b = cfg.batch_size,
         e = cfg.epochs
     );
+    // Per batch: with `sync_every` M the replicas exchange once every M batches.
     println!(
-        "{:>2} {:>10} {:>9} {:>14} {:>16} {:>8}",
-        "K", "samples/s", "step ms", "all-reduce ms", "bytes/step/rep", "speed-up"
+        "{:>2} {:>2} {:>10} {:>9} {:>14} {:>16} {:>8}",
+        "K", "M", "samples/s", "batch ms", "all-reduce ms", "bytes/batch/rep", "speed-up"
     );
     let mut base = None;
     let mut rows = Vec::new();
-    for k in [1usize, 2, 4] {
-        let outs = launch(k, "--replica", &[]);
+    for (k, m) in [(1usize, 1usize), (2, 1), (4, 1), (2, 4), (4, 4)] {
+        let outs = launch(k, "--replica", &["--sync-every", &m.to_string()]);
         let r0 = &outs[0];
         let sps = r0["samples_per_s"].as_f64().unwrap_or(0.0);
         let base = *base.get_or_insert(sps);
         println!(
-            "{:>2} {:>10.0} {:>9.2} {:>14.2} {:>16.0} {:>8.2}",
+            "{:>2} {:>2} {:>10.0} {:>9.2} {:>14.2} {:>16.0} {:>8.2}",
             k,
+            m,
             sps,
             r0["step_ms"].as_f64().unwrap_or(0.0),
             r0["allreduce_ms"].as_f64().unwrap_or(0.0),
