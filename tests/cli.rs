@@ -450,6 +450,34 @@ fn nas_yaml(second: &str, tactic: &str) -> String {
     )
 }
 
+/// A `nas` sweep whose super-network trains data-parallel (`resources.workers: 2`): the
+/// supernet trial runs on both embedded workers over their shards of the training rows,
+/// and the evaluation trials, with nothing to exchange, on one worker each.
+#[test]
+fn a_nas_super_network_trains_on_two_workers_and_evaluations_on_one() {
+    use tessera_orchestrator::store::read_table;
+    let yaml = nas_yaml("latency_ms", "random") + "resources: { workers: 2 }\n";
+    let (_d, run, o) = run_sweep(&yaml, &[], &["--workers", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_table(&run, "trials").unwrap();
+    assert_eq!(t.height(), 9);
+    let r = read_table(&run, "replicas").unwrap();
+    // One row per replica of the one supernet trial.
+    assert_eq!(r.height(), 2);
+    let workers = r.column("worker").unwrap().str().unwrap().clone();
+    assert_ne!(workers.get(0), workers.get(1));
+    let shards = r.column("shards").unwrap().str().unwrap().clone();
+    assert_eq!((shards.get(0), shards.get(1)), (Some("0"), Some("1")));
+    let id = r.column("trial_id").unwrap().u64().unwrap().clone();
+    let roles = t.column("role").unwrap().str().unwrap().clone();
+    let ids = t.column("trial_id").unwrap().u64().unwrap().clone();
+    let supernet = (0..t.height())
+        .find(|i| roles.get(*i) == Some("supernet"))
+        .and_then(|i| ids.get(i));
+    assert_eq!(id.get(0), supernet);
+    assert!(run.join("nas/front.png").is_file());
+}
+
 /// A `nas` sweep end to end through the binary: the super-network is trained once, every
 /// sub-network is measured once per shard, the tables, summary and front image are
 /// written, LINAS's later generations carry predictions, and `tessera report` and

@@ -198,10 +198,85 @@ impl Checkpoint {
     }
 }
 
-fn order(seed: u64, epoch: u64, shard: usize, rows: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..rows).collect();
-    Rng::new(derive_seed(seed, (epoch << 20) ^ shard as u64 ^ 0xD47A)).shuffle(&mut idx);
-    idx
+/// How a data-parallel trial cuts an epoch into global batches: every batch takes
+/// `batch_size / S` rows from each of the S shards, in an order drawn from the seed, the
+/// epoch and the shard alone, so the batches do not depend on how many replicas share
+/// the shards.
+#[derive(Debug, Clone, Copy)]
+pub struct Batches<'a> {
+    replica: &'a Replica,
+    per_shard: usize,
+    /// Batches in an epoch (the largest shard's rows over the rows taken from each).
+    pub per_epoch: usize,
+}
+
+impl<'a> Batches<'a> {
+    /// The batches of `batch_size` global rows over `replica`'s shard table.
+    pub fn new(replica: &'a Replica, batch_size: usize) -> Self {
+        let per_shard = (batch_size / replica.shard_rows.len().max(1)).max(1);
+        let largest = replica.shard_rows.iter().copied().max().unwrap_or(0);
+        Self {
+            replica,
+            per_shard,
+            per_epoch: largest.div_ceil(per_shard),
+        }
+    }
+
+    /// The order of each held shard's rows in `epoch`, by the replica's shard position.
+    pub fn orders(&self, seed: u64, epoch: u64) -> Vec<Vec<usize>> {
+        self.replica
+            .shards
+            .iter()
+            .map(|(s, _)| {
+                let mut idx: Vec<usize> = (0..self.replica.shard_rows[*s]).collect();
+                Rng::new(derive_seed(seed, (epoch << 20) ^ *s as u64 ^ 0xD47A)).shuffle(&mut idx);
+                idx
+            })
+            .collect()
+    }
+
+    fn range(&self, step: usize, rows: usize) -> std::ops::Range<usize> {
+        let lo = (step * self.per_shard).min(rows);
+        lo..((step + 1) * self.per_shard).min(rows)
+    }
+
+    /// Rows of batch `step` over all shards, held here or not.
+    pub fn global_rows(&self, step: usize) -> usize {
+        self.replica
+            .shard_rows
+            .iter()
+            .map(|r| self.range(step, *r).len())
+            .sum()
+    }
+
+    /// This replica's rows of batch `step`: (shard position, shard index, row indices)
+    /// for each held shard that has rows left.
+    pub fn local(&self, orders: &[Vec<usize>], step: usize) -> Vec<(usize, usize, Vec<i64>)> {
+        self.replica
+            .shards
+            .iter()
+            .zip(orders)
+            .enumerate()
+            .filter_map(|(pos, ((s, _), ord))| {
+                let range = self.range(step, ord.len());
+                (!range.is_empty())
+                    .then(|| (pos, *s, ord[range].iter().map(|i| *i as i64).collect()))
+            })
+            .collect()
+    }
+}
+
+/// Whether any replica asked to stop (an early-stopping decision reaches replica 0
+/// only; a cancelled replica): every replica stops together.
+pub fn agree_to_stop(reducer: &mut dyn Reducer, stop: bool) -> Result<bool, TrainError> {
+    let mut flag = [if stop { 1.0 } else { 0.0 }];
+    reducer.all_reduce_sum(&mut flag).map_err(exchange_failed)?;
+    Ok(flag[0] > 0.0)
+}
+
+/// The error of a failed exchange between replicas.
+pub fn exchange_failed(e: String) -> TrainError {
+    TrainError::Data(format!("gradient exchange failed: {e}"))
 }
 
 /// Trains replica `replica` of a data-parallel MLP trial; every replica of the trial must
@@ -226,10 +301,8 @@ pub fn train_mlp_replica(
         return Err(TrainError::Data("this replica holds no shard".into()));
     };
     check(cfg, first, &replica.valid)?;
-    let n_shards = replica.shard_rows.len();
-    let per_shard = (cfg.batch_size / n_shards).max(1);
-    let largest = replica.shard_rows.iter().copied().max().unwrap_or(0);
-    let steps_per_epoch = largest.div_ceil(per_shard);
+    let batches_of = Batches::new(replica, cfg.batch_size);
+    let steps_per_epoch = batches_of.per_epoch;
     let total_rows: usize = replica.shard_rows.iter().sum();
     let n_classes = replica
         .shards
@@ -265,14 +338,6 @@ pub fn train_mlp_replica(
     let (x_valid, y_valid) = to_tensors(&replica.valid, device);
     let mut steps = 0u64;
     let mut floats_per_step = 0;
-    let exchange_failed = |e: String| TrainError::Data(format!("gradient exchange failed: {e}"));
-    // Every replica stops together: one asking to stop (an early-stopping decision
-    // reaches replica 0 only; a cancelled replica) stops all.
-    let agree_to_stop = |reducer: &mut dyn Reducer, stop: bool| -> Result<bool, TrainError> {
-        let mut flag = [if stop { 1.0 } else { 0.0 }];
-        reducer.all_reduce_sum(&mut flag).map_err(exchange_failed)?;
-        Ok(flag[0] > 0.0)
-    };
     let n_params = parameter_count(&model);
     let state_len = n_params + optim.state_len(n_params);
     let mut history: Vec<[f64; 4]> = Vec::new();
@@ -342,54 +407,35 @@ pub fn train_mlp_replica(
     let sync_every = cfg.sync_every.max(1);
     let mut batches = 0u64;
     for epoch in first_epoch..=cfg.epochs {
-        let orders: Vec<Vec<usize>> = held
-            .iter()
-            .map(|(s, _, _)| order(seed, epoch, *s, replica.shard_rows[*s]))
-            .collect();
+        let orders = batches_of.orders(seed, epoch);
         let (mut loss_sum, mut hits) = (0.0, 0.0);
         // The gradients, loss and hits of the batches since the last exchange.
         let mut pending: Option<(Vec<f32>, f64, f64)> = None;
         let mut pending_batches = 0;
         let mut exchanges = 0usize;
-        // Rows of shard `rows` long that batch `step` takes, and of all shards.
-        let rows_at = |step: usize, rows: usize| {
-            let lo = (step * per_shard).min(rows);
-            lo..((step + 1) * per_shard).min(rows)
-        };
-        let global_at = |step: usize| -> usize {
-            replica
-                .shard_rows
-                .iter()
-                .map(|r| rows_at(step, *r).len())
-                .sum()
-        };
         // Rows of every batch up to the next exchange: each batch's loss is its share of
         // their mean, so the summed gradient is that of one batch holding them all.
         let mut global = 0;
         for step in 0..steps_per_epoch {
             if pending_batches == 0 {
                 global = (step..(step + sync_every).min(steps_per_epoch))
-                    .map(global_at)
+                    .map(|b| batches_of.global_rows(b))
                     .sum();
             }
-            let rows_at = |rows: usize| rows_at(step, rows);
             let mut parts_x = Vec::new();
             let mut parts_y = Vec::new();
             let mut masks: Vec<Vec<Tensor<2>>> = Vec::new();
-            for ((s, x, y), ord) in held.iter().zip(&orders) {
-                let range = rows_at(ord.len());
-                if range.is_empty() {
-                    continue;
-                }
-                let take: Vec<i64> = ord[range.clone()].iter().map(|i| *i as i64).collect();
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(take, [range.len()]), &ad);
+            for (pos, s, take) in batches_of.local(&orders, step) {
+                let (_, x, y) = &held[pos];
+                let rows = take.len();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(take, [rows]), &ad);
                 parts_x.push(x.clone().select(0, idx.clone()));
                 parts_y.push(y.clone().select(0, idx));
                 let mut mask_rng = Rng::new(derive_seed(
                     seed,
-                    (epoch << 40) ^ ((step as u64) << 12) ^ *s as u64 ^ 0x3A5C,
+                    (epoch << 40) ^ ((step as u64) << 12) ^ s as u64 ^ 0x3A5C,
                 ));
-                if let Some(m) = dropout_masks(cfg, range.len(), &mut mask_rng, &ad) {
+                if let Some(m) = dropout_masks(cfg, rows, &mut mask_rng, &ad) {
                     masks.push(m);
                 }
             }
@@ -441,9 +487,7 @@ pub fn train_mlp_replica(
             flat.push(local_loss as f32);
             flat.push(local_hits as f32);
             floats_per_step = flat.len();
-            reducer
-                .all_reduce_sum(&mut flat)
-                .map_err(|e| TrainError::Data(format!("gradient exchange failed: {e}")))?;
+            reducer.all_reduce_sum(&mut flat).map_err(exchange_failed)?;
             hits += f64::from(flat.pop().unwrap_or(0.0));
             loss_sum += f64::from(flat.pop().unwrap_or(0.0));
             let n = flat.len();

@@ -530,6 +530,133 @@ pub fn train_supernet(
     Ok((model.valid(), shape))
 }
 
+/// Trains replica `replica` of a data-parallel super-network (`resources.workers` > 1 on
+/// a `nas` sweep): the batches come from the shards as in
+/// [`crate::data_parallel::train_mlp_replica`], every replica draws the same sandwich
+/// sub-networks for a step (from the seed, the epoch and the step), and the gradients
+/// of the replicas' rows are summed through `reducer` before one Adam step on the flat
+/// parameter vector. Every replica ends with the same weights; K = 1, 2 or 4 take the
+/// same steps up to the order of floating-point sums. Returns the model, the data shape
+/// and the optimizer steps taken.
+pub fn train_supernet_replica(
+    net: &Supernet,
+    cfg: &SupernetTraining,
+    replica: &crate::data_parallel::Replica,
+    seed: u64,
+    device: &Device,
+    reducer: &mut dyn crate::data_parallel::Reducer,
+    on_epoch: &mut dyn FnMut(&SupernetEpoch) -> bool,
+) -> Result<(SuperNetwork, Shape, u64), TrainError> {
+    use crate::data_parallel::{Batches, agree_to_stop, exchange_failed};
+    use crate::optim::{FlatAdam, flat_gradient};
+    let Some((_, first)) = replica.shards.first() else {
+        return Err(TrainError::Data("this replica holds no shard".into()));
+    };
+    if replica.valid.is_empty() {
+        return Err(TrainError::Data("the validation split is empty".into()));
+    }
+    if cfg.batch_size == 0 || cfg.learning_rate.is_nan() || cfg.learning_rate <= 0.0 {
+        return Err(TrainError::Config(
+            "batch_size and learning_rate must be positive".into(),
+        ));
+    }
+    let mut shape = shape_of(net, first)?;
+    shape.classes = replica
+        .shards
+        .iter()
+        .map(|(_, d)| d.n_classes)
+        .chain([replica.valid.n_classes])
+        .max()
+        .unwrap_or(0) as u32;
+    let ad = device.clone().autodiff();
+    let mut model = SuperNetwork::init(net, &shape, derive_seed(seed, 1), &ad);
+    let mut optim = FlatAdam::new(0.0);
+    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+    let held: Vec<(Tensor<2>, Tensor<1, Int>)> = replica
+        .shards
+        .iter()
+        .map(|(_, d)| tensors(d, &ad))
+        .collect();
+    let batches = Batches::new(replica, cfg.batch_size);
+    let choices = net.choices();
+    let (largest, smallest) = (net.decode(&net.largest()), net.decode(&net.smallest()));
+    let per_step = 2 + cfg.random_subnets;
+    let mut steps = 0u64;
+    for epoch in 1..=cfg.epochs {
+        let orders = batches.orders(seed, epoch);
+        let mut loss_sum = 0.0;
+        for step in 0..batches.per_epoch {
+            // The same sub-networks on every replica.
+            let mut arch_rng = Rng::new(derive_seed(
+                seed,
+                (epoch << 32) ^ ((step as u64) << 4) ^ 0x5A4D,
+            ));
+            let mut archs = vec![largest.clone(), smallest.clone()];
+            archs.extend((0..cfg.random_subnets).map(|_| {
+                let genome: Genome = choices
+                    .iter()
+                    .map(|c| arch_rng.below(u64::from(*c)) as u32)
+                    .collect();
+                net.decode(&genome)
+            }));
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            for (pos, _, take) in batches.local(&orders, step) {
+                let rows = take.len();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(take, [rows]), &ad);
+                xs.push(held[pos].0.clone().select(0, idx.clone()));
+                ys.push(held[pos].1.clone().select(0, idx));
+            }
+            let local: usize = ys.iter().map(|y| y.dims()[0]).sum();
+            let mut flat = if local > 0 {
+                let (x, y) = (Tensor::cat(xs, 0), Tensor::cat(ys, 0));
+                let mut loss: Option<Tensor<1>> = None;
+                for arch in &archs {
+                    let l = loss_fn.forward(model.forward(net, &shape, arch, x.clone()), y.clone());
+                    loss = Some(match loss {
+                        Some(acc) => acc + l,
+                        None => l,
+                    });
+                }
+                // This replica's share of the global batch's mean loss, per sub-network.
+                let loss = loss
+                    .ok_or_else(|| TrainError::Data("no sub-network to train".into()))?
+                    .mul_scalar(local as f64 / batches.global_rows(step) as f64);
+                let local_loss = loss.clone().detach().into_scalar::<f32>();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let mut g = flat_gradient(&model, &grads)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| TrainError::Data(format!("{e:?}")))?;
+                g.push(local_loss);
+                g
+            } else {
+                vec![0.0; crate::optim::parameter_count(&model) + 1]
+            };
+            reducer.all_reduce_sum(&mut flat).map_err(exchange_failed)?;
+            loss_sum += f64::from(flat.pop().unwrap_or(0.0)) / per_step as f64;
+            let n = flat.len();
+            let grad = Tensor::<1>::from_data(TensorData::new(flat, [n]), device);
+            model = optim.step(cfg.learning_rate, model, grad);
+            steps += 1;
+        }
+        let eval = model.valid();
+        let acc = |arch: &Arch| {
+            correct(&eval, net, &shape, arch, &replica.valid, device) as f64
+                / replica.valid.len() as f64
+        };
+        let m = SupernetEpoch {
+            epoch,
+            train_loss: loss_sum / batches.per_epoch.max(1) as f64,
+            val_accuracy: acc(&largest),
+            val_accuracy_smallest: acc(&smallest),
+        };
+        if agree_to_stop(reducer, !on_epoch(&m))? {
+            return Ok((eval, shape, steps));
+        }
+    }
+    Ok((model.valid(), shape, steps))
+}
+
 /// Rows `i` of `data` with `i % shards == shard`: one validation shard.
 pub fn shard(data: &Dataset, shard: usize, shards: usize) -> Dataset {
     let rows: Vec<usize> = (0..data.len())

@@ -10,13 +10,13 @@ use tessera_core::Decision;
 use tessera_core::program::{ProgramInfo, TrialExecutor, TrialReporter};
 use tessera_core::shards::{Fetch, MANIFEST, Manifest, ShardFile, sha256_hex};
 use tessera_core::trial::{
-    Artifact, ArtifactColumn, DatasetRef, MetricValues, REPLICAS_TABLE, TrialAssignment,
+    Artifact, ArtifactColumn, DatasetRef, MetricValues, REPLICAS_TABLE, ReplicaRef, TrialAssignment,
 };
 use tessera_experiments::data_parallel::{Alone, Replica, train_mlp_replica};
 use tessera_experiments::dataset::Standardisation;
 use tessera_experiments::{Dataset, EpochMetrics, MlpConfig, OptimizerKind, Split, train_mlp};
 
-use crate::collective::RingHub;
+use crate::collective::{Ring, RingHub};
 use crate::metrics::{SAMPLES_PER_SECOND, STEP_DURATION};
 use crate::params::ParamReader;
 use crate::programs::{FRACTAL_TILE, METALIC, MLP, NAS, SYNTHETIC, program_infos};
@@ -134,14 +134,8 @@ impl BurnExecutor {
         Ok(bytes)
     }
 
-    /// Replica `rank` of `world` of a registered dataset: its training shards and the
-    /// validation rows, standardised with the manifest's statistics.
-    fn registered_replica(
-        &self,
-        d: &DatasetRef,
-        rank: usize,
-        world: usize,
-    ) -> Result<Replica, String> {
+    /// A registered dataset's manifest, checked.
+    fn manifest(&self, d: &DatasetRef) -> Result<Manifest, String> {
         let raw = self.fetch.fetch(&d.path, MANIFEST).map_err(|e| {
             format!(
                 "{} is not a registered dataset (no readable {MANIFEST}): {e}",
@@ -152,6 +146,48 @@ impl BurnExecutor {
             serde_json::from_slice(&raw).map_err(|e| format!("{}/{MANIFEST}: {e}", d.path))?;
         m.check()
             .map_err(|e| format!("{}/{MANIFEST}: {e}", d.path))?;
+        Ok(m)
+    }
+
+    /// One file of a registered dataset, fetched (or read from the cache), checked and
+    /// standardised with the manifest's statistics.
+    fn registered_file(
+        &self,
+        d: &DatasetRef,
+        m: &Manifest,
+        f: &ShardFile,
+    ) -> Result<Dataset, String> {
+        let bytes = self.shard_bytes(d, m, f)?;
+        let mut data = Dataset::from_parquet_bytes(&bytes, &f.file).map_err(|e| e.to_string())?;
+        if data.n_features != m.features.len() || data.len() != f.rows {
+            return Err(format!(
+                "dataset `{}`: {} has {} rows of {} features, the manifest says {} of {}",
+                m.name,
+                f.file,
+                data.len(),
+                data.n_features,
+                f.rows,
+                m.features.len()
+            ));
+        }
+        data.n_classes = m.classes;
+        Standardisation {
+            mean: m.mean.clone(),
+            std: m.std.clone(),
+        }
+        .apply(&mut data);
+        Ok(data)
+    }
+
+    /// Replica `rank` of `world` of a registered dataset: its training shards and the
+    /// validation rows.
+    fn registered_replica(
+        &self,
+        d: &DatasetRef,
+        rank: usize,
+        world: usize,
+    ) -> Result<Replica, String> {
+        let m = self.manifest(d)?;
         if m.shards.len() < world {
             return Err(format!(
                 "dataset `{}` has {} shards but the trial trains on {world} workers; register it with at least {world} (`tessera dataset add --shards {world}`)",
@@ -159,39 +195,22 @@ impl BurnExecutor {
                 m.shards.len()
             ));
         }
-        let stats = Standardisation {
-            mean: m.mean.clone(),
-            std: m.std.clone(),
-        };
-        let load = |f: &ShardFile| -> Result<Dataset, String> {
-            let bytes = self.shard_bytes(d, &m, f)?;
-            let mut data =
-                Dataset::from_parquet_bytes(&bytes, &f.file).map_err(|e| e.to_string())?;
-            if data.n_features != m.features.len() || data.len() != f.rows {
-                return Err(format!(
-                    "dataset `{}`: {} has {} rows of {} features, the manifest says {} of {}",
-                    m.name,
-                    f.file,
-                    data.len(),
-                    data.n_features,
-                    f.rows,
-                    m.features.len()
-                ));
-            }
-            data.n_classes = m.classes;
-            stats.apply(&mut data);
-            Ok(data)
-        };
         let shards = m
             .shards_of(rank, world)
             .into_iter()
-            .map(|i| Ok((i, load(&m.shards[i])?)))
+            .map(|i| Ok((i, self.registered_file(d, &m, &m.shards[i])?)))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Replica {
             shards,
             shard_rows: m.shards.iter().map(|s| s.rows).collect(),
-            valid: load(&m.validation)?,
+            valid: self.registered_file(d, &m, &m.validation)?,
         })
+    }
+
+    /// A registered dataset's validation rows alone.
+    fn registered_validation(&self, d: &DatasetRef) -> Result<Dataset, String> {
+        let m = self.manifest(d)?;
+        self.registered_file(d, &m, &m.validation)
     }
 
     /// The same executor, running replicas of data-parallel trials through `hub`.
@@ -225,6 +244,53 @@ impl BurnExecutor {
             .ok_or_else(|| format!("unknown program `{name}`"))
     }
 
+    /// The trial's data: the whole split of a Parquet file, and this replica's shards of
+    /// it for a data-parallel attempt; or, for a registered dataset, only this replica's
+    /// shards (every shard on one worker) and the validation rows, fetched and checked.
+    fn replica_data(
+        &self,
+        a: &TrialAssignment,
+        dataset: &DatasetRef,
+    ) -> Result<(Option<Arc<Split>>, Option<Replica>), String> {
+        let (rank, world) = rank_of(a);
+        if dataset.registered {
+            return Ok((None, Some(self.registered_replica(dataset, rank, world)?)));
+        }
+        let split = self.split(dataset)?;
+        let mine = a.replica.as_ref().map(|_| {
+            let shards = dataset.shards.max(1) as usize;
+            Replica::of(&split.train, &split.valid, shards, rank, world)
+        });
+        Ok((Some(split), mine))
+    }
+
+    /// A data-parallel replica's ring, joined before anything else (giving up if the
+    /// attempt is stopped meanwhile); `None` for a single-worker attempt.
+    fn join_ring(
+        &self,
+        a: &TrialAssignment,
+        reporter: &dyn TrialReporter,
+    ) -> Result<Option<Ring>, String> {
+        let Some(replica) = &a.replica else {
+            return Ok(None);
+        };
+        let (rank, world) = rank_of(a);
+        let hub = self
+            .ring
+            .as_ref()
+            .ok_or("this worker takes no data-parallel trials (it has no ring address)")?;
+        let stopping = || reporter.stopping();
+        hub.join(
+            rank,
+            &replica.peers,
+            replica.attempt_lease,
+            RING_TIMEOUT,
+            &stopping,
+        )
+        .map(Some)
+        .map_err(|e| format!("replica {rank} of {world} cannot join its ring: {e}"))
+    }
+
     fn run_mlp(&self, a: &TrialAssignment, reporter: &mut dyn TrialReporter) -> Result<(), String> {
         let r = ParamReader {
             params: &a.request.params,
@@ -247,47 +313,13 @@ impl BurnExecutor {
             sync_every: r.usize("sync_every")?,
         };
         let dataset = a.dataset.as_ref().ok_or("mlp-classifier needs a dataset")?;
-        let (rank, world) = a
-            .replica
-            .as_ref()
-            .map_or((0, 1), |r| (r.rank as usize, r.peers.len()));
-        // A registered dataset: only this replica's shards are fetched.
-        let (split, mine) = if dataset.registered {
-            (None, Some(self.registered_replica(dataset, rank, world)?))
-        } else {
-            let split = self.split(dataset)?;
-            let mine = a.replica.as_ref().map(|_| {
-                let shards = dataset.shards.max(1) as usize;
-                Replica::of(&split.train, &split.valid, shards, rank, world)
-            });
-            (Some(split), mine)
-        };
+        let (split, mine) = self.replica_data(a, dataset)?;
         let rows = match (&split, &mine) {
             (Some(s), _) => s.train.len() as f64,
             (None, Some(m)) => m.shard_rows.iter().sum::<usize>() as f64,
             (None, None) => 0.0,
         };
-        // A replica joins its ring first (giving up if the attempt is stopped meanwhile).
-        let ring = match &a.replica {
-            None => None,
-            Some(replica) => {
-                let hub = self
-                    .ring
-                    .as_ref()
-                    .ok_or("this worker takes no data-parallel trials (it has no ring address)")?;
-                let stopping = || reporter.stopping();
-                Some(
-                    hub.join(
-                        rank,
-                        &replica.peers,
-                        replica.attempt_lease,
-                        RING_TIMEOUT,
-                        &stopping,
-                    )
-                    .map_err(|e| format!("replica {rank} of {world} cannot join its ring: {e}"))?,
-                )
-            }
-        };
+        let ring = self.join_ring(a, reporter)?;
         let mut last = Instant::now();
         let mut on_epoch = |m: &EpochMetrics| {
             observe_epoch(MLP, rows, &mut last);
@@ -350,38 +382,13 @@ impl BurnExecutor {
         )
         .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&checkpoint);
-        if rank == 0 {
-            // Which workers and shards trained the trial, one row per replica.
-            let held = |r: usize| -> String {
-                (r..shards)
-                    .step_by(world)
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let n = world;
-            reporter.artifact(Artifact {
-                table: REPLICAS_TABLE.into(),
-                columns: [
-                    ("rank", ArtifactColumn::I64((0..n as i64).collect())),
-                    ("worker", ArtifactColumn::Str(replica.workers.clone())),
-                    ("shards", ArtifactColumn::Str((0..n).map(held).collect())),
-                    // Every replica sends the same volume through the ring.
-                    (
-                        "ring_bytes",
-                        ArtifactColumn::I64(vec![ring.bytes_sent() as i64; n]),
-                    ),
-                    ("steps", ArtifactColumn::I64(vec![out.steps as i64; n])),
-                    (
-                        "resumed_from_epoch",
-                        ArtifactColumn::I64(vec![out.resumed_from as i64; n]),
-                    ),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-            });
-        }
+        reporter.artifact(replicas_table(
+            replica,
+            shards,
+            ring.bytes_sent(),
+            out.steps,
+            out.resumed_from,
+        ));
         Ok(())
     }
 
@@ -551,7 +558,8 @@ impl BurnExecutor {
         };
         use tessera_core::trial::{Artifact, ArtifactColumn};
         use tessera_experiments::supernet::{
-            SuperNetwork, SupernetTraining, correct, latency_ms, shard, train_supernet,
+            SuperNetwork, SupernetEpoch, SupernetTraining, correct, latency_ms, shard,
+            train_supernet, train_supernet_replica,
         };
         let r = ParamReader {
             params: &a.request.params,
@@ -560,7 +568,6 @@ impl BurnExecutor {
         let net: Supernet = serde_json::from_str(&r.str("supernet")?)
             .map_err(|e| format!("`supernet` is not a super-network description: {e}"))?;
         let dataset = a.dataset.as_ref().ok_or("nas trials need a dataset")?;
-        let split = self.split(dataset)?;
         let table = |name: &str, cols: Vec<(&str, ArtifactColumn)>| Artifact {
             table: name.to_owned(),
             columns: cols.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
@@ -572,21 +579,71 @@ impl BurnExecutor {
                 batch_size: r.usize("batch_size")?,
                 random_subnets: r.usize("random_subnets")?,
             };
-            let rows = split.train.len() as f64 * (2 + cfg.random_subnets) as f64;
+            // Data-parallel (`resources.workers` > 1): this replica's shards, its ring.
+            let (split, mine) = self.replica_data(a, dataset)?;
+            let ring = self.join_ring(a, reporter)?;
+            let train_rows = match (&split, &mine) {
+                (Some(s), _) => s.train.len(),
+                (None, Some(m)) => m.shard_rows.iter().sum(),
+                (None, None) => 0,
+            };
+            let rows = train_rows as f64 * (2 + cfg.random_subnets) as f64;
             let mut last = Instant::now();
-            let (model, shape) =
-                train_supernet(&net, &cfg, &split, a.request.seed, &self.device, &mut |m| {
-                    observe_epoch(NAS, rows, &mut last);
-                    let metrics: MetricValues = [
-                        ("train_loss".to_owned(), m.train_loss),
-                        ("val_accuracy".to_owned(), m.val_accuracy),
-                        ("val_accuracy_smallest".to_owned(), m.val_accuracy_smallest),
-                    ]
-                    .into_iter()
-                    .collect();
-                    reporter.report(m.epoch, &metrics) == Decision::Continue
-                })
-                .map_err(|e| e.to_string())?;
+            let mut on_epoch = |m: &SupernetEpoch| {
+                observe_epoch(NAS, rows, &mut last);
+                let metrics: MetricValues = [
+                    ("train_loss".to_owned(), m.train_loss),
+                    ("val_accuracy".to_owned(), m.val_accuracy),
+                    ("val_accuracy_smallest".to_owned(), m.val_accuracy_smallest),
+                ]
+                .into_iter()
+                .collect();
+                reporter.report(m.epoch, &metrics) == Decision::Continue
+            };
+            let seed = a.request.seed;
+            let (model, shape) = match (mine, split, ring) {
+                (Some(mine), _, Some(mut ring)) => {
+                    let (model, shape, steps) = train_supernet_replica(
+                        &net,
+                        &cfg,
+                        &mine,
+                        seed,
+                        &self.device,
+                        &mut ring,
+                        &mut on_epoch,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    if let Some(replica) = &a.replica {
+                        reporter.artifact(replicas_table(
+                            replica,
+                            mine.shard_rows.len(),
+                            ring.bytes_sent(),
+                            steps,
+                            0,
+                        ));
+                    }
+                    (model, shape)
+                }
+                // A registered dataset on one worker: every shard, nothing to exchange.
+                (Some(mine), _, None) => {
+                    let (model, shape, _) = train_supernet_replica(
+                        &net,
+                        &cfg,
+                        &mine,
+                        seed,
+                        &self.device,
+                        &mut Alone,
+                        &mut on_epoch,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    (model, shape)
+                }
+                (None, Some(split), _) => {
+                    train_supernet(&net, &cfg, &split, seed, &self.device, &mut on_epoch)
+                        .map_err(|e| e.to_string())?
+                }
+                (None, None, _) => return Err("no training data".into()),
+            };
             let one = |v: u32| ArtifactColumn::I64(vec![i64::from(v)]);
             reporter.artifact(table(
                 SHAPE_TABLE,
@@ -623,11 +680,17 @@ impl BurnExecutor {
             .ok_or("the super-network has no `value` column")?;
         let model = SuperNetwork::from_flat(&net, &shape, values, &self.device)?;
         let (k, shards) = (r.usize("shard")?, r.usize("shards")?);
-        let part = shard(&split.valid, k, shards);
+        // The validation rows: the split's, or a registered dataset's (no shards fetched).
+        let valid = if dataset.registered {
+            self.registered_validation(dataset)?
+        } else {
+            self.split(dataset)?.valid.clone()
+        };
+        let part = shard(&valid, k, shards);
         // The latency batch: the shard's rows, repeated to the batch size.
         let rows = r.usize("latency_batch")?.max(1);
         let f = part.n_features;
-        let pool = if part.is_empty() { &split.valid } else { &part };
+        let pool = if part.is_empty() { &valid } else { &part };
         let x: Vec<f32> = (0..rows)
             .flat_map(|i| {
                 let row = i % pool.len();
@@ -879,5 +942,52 @@ impl TrialExecutor for BurnExecutor {
             METALIC => self.run_metalic(a, reporter),
             other => Err(format!("unknown program `{other}`")),
         }
+    }
+}
+
+/// This dispatch's rank and its attempt's replica count (0 of 1 unless data-parallel).
+fn rank_of(a: &TrialAssignment) -> (usize, usize) {
+    a.replica
+        .as_ref()
+        .map_or((0, 1), |r| (r.rank as usize, r.peers.len()))
+}
+
+/// The `replicas` row of each replica of a data-parallel attempt: which workers and
+/// shards trained it (only replica 0's artifacts are recorded).
+fn replicas_table(
+    replica: &ReplicaRef,
+    shards: usize,
+    ring_bytes: u64,
+    steps: u64,
+    resumed_from: u64,
+) -> Artifact {
+    let n = replica.peers.len();
+    let held = |r: usize| -> String {
+        (r..shards)
+            .step_by(n)
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Artifact {
+        table: REPLICAS_TABLE.into(),
+        columns: [
+            ("rank", ArtifactColumn::I64((0..n as i64).collect())),
+            ("worker", ArtifactColumn::Str(replica.workers.clone())),
+            ("shards", ArtifactColumn::Str((0..n).map(held).collect())),
+            // Every replica sends the same volume through the ring.
+            (
+                "ring_bytes",
+                ArtifactColumn::I64(vec![ring_bytes as i64; n]),
+            ),
+            ("steps", ArtifactColumn::I64(vec![steps as i64; n])),
+            (
+                "resumed_from_epoch",
+                ArtifactColumn::I64(vec![resumed_from as i64; n]),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
     }
 }

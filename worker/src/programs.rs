@@ -353,7 +353,7 @@ pub fn program_infos() -> Vec<ProgramInfo> {
                 "best_accuracy",
             ],
             needs_dataset: true,
-            data_parallel: false,
+            data_parallel: true,
         },
         ProgramInfo {
             name: METALIC,

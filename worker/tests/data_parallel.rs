@@ -221,3 +221,62 @@ fn a_run_resumed_from_one_replicas_checkpoint_ends_where_an_uninterrupted_one_do
         }
     }
 }
+
+/// A `nas` sweep's super-network trained data-parallel: K = 2 and 4 replicas draw the
+/// same sandwich sub-networks and end with the weights of K = 1.
+#[test]
+fn a_super_network_trains_data_parallel_to_the_same_weights_for_any_k() {
+    use tessera_core::nas_sweep::Supernet;
+    use tessera_experiments::supernet::{SupernetTraining, train_supernet_replica};
+    let net: Supernet =
+        serde_json::from_str(r#"{"family": "mlp", "depth": [1, 2], "width": [8, 16, 32]}"#)
+            .unwrap();
+    let cfg = SupernetTraining {
+        epochs: 2,
+        learning_rate: 0.003,
+        batch_size: 64,
+        random_subnets: 2,
+    };
+    let split = digits();
+    let run = |k: usize| {
+        on_loopback(k, 3, |rank, mut ring| {
+            let replica = Replica::of(&split.train, &split.valid, SHARDS, rank, k);
+            let mut accuracy = 0.0;
+            let (model, _, steps) = train_supernet_replica(
+                &net,
+                &cfg,
+                &replica,
+                9,
+                &Device::flex(),
+                &mut ring,
+                &mut |m| {
+                    accuracy = m.val_accuracy;
+                    true
+                },
+            )
+            .unwrap();
+            let weights: Vec<f32> = model.flat().into_iter().map(|v| v as f32).collect();
+            (weights, steps, accuracy)
+        })
+    };
+    let one = run(1).remove(0);
+    assert!(
+        one.1 > 10 && one.2 > 0.5,
+        "steps {}, accuracy {}",
+        one.1,
+        one.2
+    );
+    for k in [2, 4] {
+        let replicas = run(k);
+        for r in &replicas {
+            assert_eq!(r.0, replicas[0].0, "k = {k}");
+            assert_eq!(r.1, one.1);
+        }
+        assert_close(
+            &replicas[0].0,
+            &one.0,
+            1e-5,
+            &format!("super-network, k = {k}"),
+        );
+    }
+}

@@ -185,7 +185,7 @@ pub fn check_program(spec: &SweepSpec, programs: &[ProgramInfo]) -> Result<(), P
                 "program `{}` cannot train one trial on several workers",
                 info.name
             ),
-            "use `workers: 1`, or a program that trains data-parallel (mlp-classifier)",
+            "use `workers: 1`, or a program that trains data-parallel (mlp-classifier, or a `nas` sweep's super-network)",
         ));
     }
     if info.needs_dataset && spec.dataset.is_none() {

@@ -425,6 +425,23 @@ pub struct SweepSpec {
 }
 
 impl SweepSpec {
+    /// Workers the trial with `params` trains on at once, and the fewest a retry of it
+    /// may continue on: the sweep's `resources.workers` for training trials, 1 for a
+    /// `nas` sweep's evaluation trials (they measure sub-networks of the trained weights
+    /// on a validation shard, with nothing to exchange).
+    pub fn workers_for(&self, params: &crate::space::Params) -> (u32, u32) {
+        let evaluation = self.kind == SweepKind::Nas
+            && params
+                .get("role")
+                .and_then(crate::space::ParamValue::as_str)
+                .is_some_and(|r| r != "supernet");
+        if evaluation {
+            (1, 1)
+        } else {
+            (self.workers, self.min_workers)
+        }
+    }
+
     /// The tables this sweep records besides `trials` and `metrics`: its kind's own, and
     /// `replicas` (which workers and shards trained each trial) when trials are
     /// data-parallel.

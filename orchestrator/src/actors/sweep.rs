@@ -780,13 +780,14 @@ impl SweepState {
             let _ = self.writer.cast(WriterMsg::Record(recorded));
         }
         for assignment in fx.submit {
+            let (workers, min_workers) = self.core.spec.workers_for(&assignment.request.params);
             let _ = self.scheduler.cast(SchedulerMsg::Submit {
                 sweep_id: self.id.clone(),
                 assignment,
                 slots: self.core.spec.slots,
                 gpus: self.core.spec.gpus,
-                workers: self.core.spec.workers,
-                min_workers: self.core.spec.min_workers,
+                workers,
+                min_workers,
                 sweep: myself.clone(),
             });
         }
