@@ -602,6 +602,132 @@ fn a_partitioned_worker_is_detected_by_heartbeats_and_its_late_results_are_ignor
     drop(remote);
 }
 
+/// A data-parallel trial cut by a real partition: 3 workers (2 here, 1 in a network
+/// namespace) train each trial together (`workers: 3, min_workers: 2`); the namespace's
+/// link goes down mid-trial. The coordinator loses the remote worker by its heartbeats
+/// and stops the local replicas, which leave their blocked exchange at once; the trial
+/// resumes from their checkpoint on the 2 local workers, and every trial is recorded
+/// exactly once, also after the link comes back.
+#[test]
+fn a_data_parallel_trial_cut_by_a_partition_resumes_on_the_workers_left() {
+    let ns = match Netns::create(8) {
+        Ok(ns) => ns,
+        Err(e) => {
+            let msg = format!(
+                "PARTITION TEST NOT RUN: cannot create a network namespace ({e}); run as root (CI does)"
+            );
+            eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            return;
+        }
+    };
+    let port = free_port();
+    let (host, inside) = ("198.18.8.1", "198.18.8.2");
+    let mut c = Cluster::on(&format!("0.0.0.0:{port}"), &format!("{host}:{port}"));
+    // Workers whose ring ports the others reach across the veth link.
+    let worker = |c: &Cluster, name: &str, ring_host: &str| {
+        let mut cmd = tessera();
+        cmd.args(["-v", "worker", "--join", &c.addr, "--name", name])
+            .args(["--slots", "1", "--ring-bind", &format!("{ring_host}:0")])
+            .env("TESSERA_CACHE_DIR", c.path(&format!("cache-{name}")))
+            .env("TESSERA_SECRET", SECRET);
+        cmd
+    };
+    for name in ["w1", "w2"] {
+        let cmd = worker(&c, name, host);
+        c.workers
+            .push(Proc::spawn(cmd, c.path(&format!("worker-{name}.log"))));
+    }
+    let local = worker(&c, "remote", inside);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name])
+        .arg(local.get_program())
+        .args(local.get_args())
+        .envs(local.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let remote = Proc::spawn(cmd, c.path("worker-remote.log"));
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments/data/digits/digits.parquet");
+    let yaml = format!(
+        "version: 1\nname: dp-cut\nkind: random\nseed: 5\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 6 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 66\n  epochs: 300\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 3, max_attempts: 3 }}\nresources: {{ workers: 3, min_workers: 2 }}\n",
+        data.display()
+    );
+    // Every trial starts on all three once they are there.
+    let start = Instant::now();
+    while c.status_all()["workers"].as_array().map_or(0, Vec::len) < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            remote.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let submitted = Instant::now();
+    let id = c.submit("dp-cut", &yaml);
+    c.wait_for(&id, "a first trial", Duration::from_secs(120), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 1
+    });
+    // A tenth of a trial into the next one (its replicas hold checkpoints), cut the link.
+    std::thread::sleep(submitted.elapsed() / 10);
+    let busy = c.status(&id)["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["name"] == "remote" && w["free"] == 0);
+    assert!(
+        busy,
+        "the remote worker trains a replica: {}",
+        c.status(&id)
+    );
+    assert!(ip(&["link", "set", &ns.host_if, "down"]), "cut the link");
+    let cut = Instant::now();
+    let coordinator = || c.coordinator.as_ref().unwrap().log();
+    while !coordinator().contains("missed heartbeats") {
+        assert!(cut.elapsed() < Duration::from_secs(30), "{}", coordinator());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The local replicas are stopped and free their workers well before the ring's
+    // 60 s timeout: the retry runs on them.
+    c.wait_for(
+        &id,
+        "the retry on the workers left",
+        Duration::from_secs(40),
+        |s| s["finished"].as_u64().unwrap_or(0) >= 2,
+    );
+    let resumed_after = cut.elapsed();
+    assert!(resumed_after < Duration::from_secs(40), "{resumed_after:?}");
+    assert!(ip(&["link", "set", &ns.host_if, "up"]), "heal the link");
+    let s = c.wait_done(&id, Duration::from_secs(300));
+    assert_eq!(s["sweeps"][0]["state"], "complete", "{s}");
+    assert_eq!(s["sweeps"][0]["finished"], 3, "{s}");
+    let dir = c.run_dir(&id);
+    let t = read_table(&dir, "trials").unwrap();
+    let ids = t.column("trial_id").unwrap().u64().unwrap().clone();
+    let seen: BTreeSet<u64> = (0..t.height()).map(|i| ids.get(i).unwrap()).collect();
+    assert_eq!((seen.len(), t.height()), (3, 3), "each trial once");
+    // The cut trial resumed from a checkpoint on the two local workers.
+    let r = read_table(&dir, "replicas").unwrap();
+    let (rid, rw, from) = (
+        r.column("trial_id").unwrap().u64().unwrap().clone(),
+        r.column("worker").unwrap().str().unwrap().clone(),
+        r.column("resumed_from_epoch")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .clone(),
+    );
+    let resumed: Vec<(u64, String)> = (0..r.height())
+        .filter(|i| from.get(*i).unwrap() > 0)
+        .map(|i| (rid.get(i).unwrap(), rw.get(i).unwrap().to_owned()))
+        .collect();
+    assert_eq!(resumed.len(), 2, "{r}");
+    assert!(resumed.iter().all(|(_, w)| w != "remote"), "{r}");
+    eprintln!(
+        "partition: the cut trial finished {:.1} s after the cut; replicas:\n{r}",
+        resumed_after.as_secs_f64()
+    );
+    drop(remote);
+}
+
 #[test]
 fn sixteen_workers_run_ten_thousand_trials_exactly_once() {
     const TRIALS: u64 = 10_000;

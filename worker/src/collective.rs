@@ -7,12 +7,15 @@
 //! all replicas end with bit-identical sums: each chunk is summed once, on one replica,
 //! and copied to the others.
 //!
-//! A peer that dies or is cut off makes the exchange fail with an error after the read
-//! timeout instead of hanging the others.
+//! A peer that dies makes the exchange fail at once (its connection closes); one that is
+//! cut off, after the ring's timeout with no byte moving. A replica whose attempt is
+//! stopped (the scheduler stops the others of an attempt that lost a replica) leaves a
+//! blocked exchange within [`POLL`], so it never holds its worker while it waits.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,89 @@ pub struct Ring {
     next: Option<TcpStream>,
     prev: Option<TcpStream>,
     bytes_sent: u64,
+    /// How long an exchange waits with no byte moving before it gives up.
+    timeout: Duration,
+    /// Set when the attempt is stopped: a blocked exchange gives up.
+    stop: Option<Arc<AtomicBool>>,
+}
+
+/// How often a blocked exchange looks at the stop flag.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// Whether an I/O error is a socket timeout (try again) rather than a failure.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Why a blocked exchange gives up: the attempt was stopped, or nothing moved for
+/// `timeout`; `None` to keep waiting.
+fn give_up(stop: Option<&AtomicBool>, idle: Instant, timeout: Duration) -> Option<io::Error> {
+    if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        return Some(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the attempt was stopped",
+        ));
+    }
+    (idle.elapsed() >= timeout).then(|| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("nothing moved for {} s", timeout.as_secs()),
+        )
+    })
+}
+
+/// `read_exact`, waking every [`POLL`] to see whether to give up.
+fn read_full(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    stop: Option<&AtomicBool>,
+    timeout: Duration,
+) -> io::Result<()> {
+    let (mut at, mut idle) = (0, Instant::now());
+    while at < buf.len() {
+        match s.read(&mut buf[at..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the neighbour closed the connection",
+                ));
+            }
+            Ok(n) => (at, idle) = (at + n, Instant::now()),
+            Err(e) if timed_out(&e) => {
+                if let Some(e) = give_up(stop, idle, timeout) {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `write_all`, waking every [`POLL`] to see whether to give up.
+fn write_full(
+    s: &mut TcpStream,
+    buf: &[u8],
+    stop: Option<&AtomicBool>,
+    timeout: Duration,
+) -> io::Result<()> {
+    let (mut at, mut idle) = (0, Instant::now());
+    while at < buf.len() {
+        match s.write(&buf[at..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => (at, idle) = (at + n, Instant::now()),
+            Err(e) if timed_out(&e) => {
+                if let Some(e) = give_up(stop, idle, timeout) {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn handshake(session: u64, rank: usize) -> [u8; 24] {
@@ -126,6 +212,8 @@ impl RingHub {
                 next: None,
                 prev: None,
                 bytes_sent: 0,
+                timeout,
+                stop: None,
             });
         }
         let deadline = Instant::now() + timeout;
@@ -194,8 +282,8 @@ impl Ring {
     ) -> io::Result<Self> {
         for s in [&next, &prev] {
             s.set_nodelay(true)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
+            s.set_read_timeout(Some(POLL.min(timeout)))?;
+            s.set_write_timeout(Some(POLL.min(timeout)))?;
         }
         Ok(Self {
             rank,
@@ -203,7 +291,14 @@ impl Ring {
             next: Some(next),
             prev: Some(prev),
             bytes_sent: 0,
+            timeout,
+            stop: None,
         })
+    }
+
+    /// Makes a blocked exchange give up once `flag` is set (the attempt was stopped).
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
     }
 
     /// This replica's rank.
@@ -241,9 +336,10 @@ impl Ring {
                 out.extend(values[lo..hi].iter().flat_map(|v| v.to_le_bytes()));
                 let (rlo, rhi) = bounds(recv);
                 inbox.resize((rhi - rlo) * 4, 0);
+                let (stop, timeout) = (self.stop.as_deref(), self.timeout);
                 let sent = std::thread::scope(|scope| {
-                    let sender = scope.spawn(|| next.write_all(&out));
-                    let got = prev.read_exact(&mut inbox);
+                    let sender = scope.spawn(|| write_full(next, &out, stop, timeout));
+                    let got = read_full(prev, &mut inbox, stop, timeout);
                     let sent = sender.join().expect("the sending thread does not panic");
                     got.and(sent)
                 });
@@ -353,6 +449,36 @@ mod tests {
             let e = r.unwrap_err();
             assert!(e.contains("neighbour in the ring failed"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_stopped_replica_leaves_an_exchange_with_a_silent_neighbour_at_once() {
+        // Replica 1 stays connected but never exchanges (as if cut off); replica 0's
+        // attempt is stopped 300 ms into the exchange: it gives up then, not after the
+        // ring's 30 s timeout.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let done_rx = Mutex::new(done_rx);
+        let results = on_loopback(2, 8, |rank, mut ring| {
+            if rank == 1 {
+                let _ = done_rx.lock().unwrap().recv();
+                return None;
+            }
+            ring.stop_on(stop.clone());
+            let flag = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                flag.store(true, Ordering::Relaxed);
+            });
+            let t = Instant::now();
+            let mut v = vec![1.0f32; 1_000_000];
+            let r = ring.all_reduce(&mut v);
+            let _ = done_tx.send(());
+            Some((r, t.elapsed()))
+        });
+        let (r, took) = results[0].as_ref().unwrap();
+        assert_eq!(r.as_ref().unwrap_err().kind(), io::ErrorKind::Interrupted);
+        assert!(*took < Duration::from_secs(10), "{took:?}");
     }
 
     #[test]

@@ -280,15 +280,20 @@ impl BurnExecutor {
             .as_ref()
             .ok_or("this worker takes no data-parallel trials (it has no ring address)")?;
         let stopping = || reporter.stopping();
-        hub.join(
-            rank,
-            &replica.peers,
-            replica.attempt_lease,
-            RING_TIMEOUT,
-            &stopping,
-        )
-        .map(Some)
-        .map_err(|e| format!("replica {rank} of {world} cannot join its ring: {e}"))
+        let mut ring = hub
+            .join(
+                rank,
+                &replica.peers,
+                replica.attempt_lease,
+                RING_TIMEOUT,
+                &stopping,
+            )
+            .map_err(|e| format!("replica {rank} of {world} cannot join its ring: {e}"))?;
+        // A stopped attempt (a sibling replica was lost) leaves a blocked exchange at once.
+        if let Some(flag) = reporter.stop_signal() {
+            ring.stop_on(flag);
+        }
+        Ok(Some(ring))
     }
 
     fn run_mlp(&self, a: &TrialAssignment, reporter: &mut dyn TrialReporter) -> Result<(), String> {

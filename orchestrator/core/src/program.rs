@@ -22,6 +22,12 @@ pub trait TrialReporter {
     fn stopping(&self) -> bool {
         false
     }
+
+    /// The stop flag itself, for waits that cannot call back into the reporter (a
+    /// replica blocked in its ring's exchange watches it); `None` if it never stops.
+    fn stop_signal(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// One hyperparameter a program understands.

@@ -86,6 +86,10 @@ impl TrialReporter for Reporter {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+
+    fn stop_signal(&self) -> Option<Arc<AtomicBool>> {
+        Some(self.stop.clone())
+    }
 }
 
 /// Starts one attempt on a blocking thread; returns its stop flag (set it to cancel:
