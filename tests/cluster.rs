@@ -1046,6 +1046,70 @@ fn an_elastic_data_parallel_trial_continues_on_the_workers_that_are_left() {
     data_parallel_with_a_killed_worker(3, Some(2));
 }
 
+/// Every replica of a data-parallel trial lost at once (both its workers SIGKILLed): the
+/// retry lands on the two other workers, which hold no checkpoint, and resumes from the
+/// copy replica 0 kept beside the sweep's results.
+#[test]
+fn a_data_parallel_trial_whose_workers_all_die_resumes_from_the_results() {
+    let mut c = Cluster::new();
+    for w in ["w1", "w2", "w3", "w4"] {
+        c.add_worker(w, 1);
+    }
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments/data/digits/digits.parquet");
+    let yaml = format!(
+        "version: 1\nname: dp-all-lost\nkind: random\nseed: 6\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 4 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 64\n  epochs: 300\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 2, concurrent: 1, max_attempts: 3 }}\nresources: {{ workers: 2 }}\n",
+        data.display()
+    );
+    let submitted = Instant::now();
+    let id = c.submit("dp-all-lost", &yaml);
+    c.wait_for(&id, "a first trial", Duration::from_secs(120), |s| {
+        s["finished"].as_u64().unwrap_or(0) >= 1
+    });
+    // A tenth of a trial into the second one, kill both of its workers.
+    std::thread::sleep(submitted.elapsed() / 10);
+    let busy: Vec<String> = c.status(&id)["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["free"] == 0)
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(busy.len(), 2, "{}", c.status(&id));
+    for b in &busy {
+        let index = ["w1", "w2", "w3", "w4"]
+            .iter()
+            .position(|w| w == b)
+            .unwrap();
+        c.workers[index].kill();
+    }
+    let s = c.wait_done(&id, Duration::from_secs(300));
+    assert_eq!(s["sweeps"][0]["state"], "complete", "{s}");
+    assert_eq!(s["sweeps"][0]["finished"], 2, "{s}");
+    let dir = c.run_dir(&id);
+    let r = read_table(&dir, "replicas").unwrap();
+    let (rw, from) = (
+        r.column("worker").unwrap().str().unwrap().clone(),
+        r.column("resumed_from_epoch")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .clone(),
+    );
+    let resumed: Vec<(String, i64)> = (0..r.height())
+        .filter(|i| from.get(*i).unwrap() > 0)
+        .map(|i| (rw.get(i).unwrap().to_owned(), from.get(i).unwrap()))
+        .collect();
+    assert_eq!(resumed.len(), 2, "{r}");
+    assert!(resumed.iter().all(|(w, _)| !busy.contains(w)), "{r}");
+    // The copy is removed once the trial is recorded.
+    let left = std::fs::read_dir(dir.join("checkpoints"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0);
+    eprintln!("all replicas lost: resumed from the results' copy\n{r}");
+}
+
 /// Runs 4 data-parallel trials of `k` replicas on 3 worker processes and SIGKILLs a
 /// worker in the middle of one; checks what the trials and replicas tables say.
 fn data_parallel_with_a_killed_worker(k: usize, min_workers: Option<usize>) {

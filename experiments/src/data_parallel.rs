@@ -122,6 +122,37 @@ struct Checkpoint {
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TSRCKPT1";
 
+/// Where a replica keeps its trial's checkpoints between attempts.
+pub trait CheckpointStore {
+    /// Every checkpoint this replica can read (its own disk's, a shared store's); the
+    /// newest whole one is used, damaged or foreign ones are ignored.
+    fn load(&mut self) -> Vec<Vec<u8>>;
+
+    /// Keeps `bytes`, the trial's state after `epoch`.
+    fn save(&mut self, epoch: u64, bytes: &[u8]);
+}
+
+/// A checkpoint file on this machine's disk, replaced whole (written to a temporary
+/// file, then renamed) so that a crash never leaves half of one.
+#[derive(Debug, Clone)]
+pub struct CheckpointFile(pub std::path::PathBuf);
+
+impl CheckpointStore for CheckpointFile {
+    fn load(&mut self) -> Vec<Vec<u8>> {
+        std::fs::read(&self.0).into_iter().collect()
+    }
+
+    fn save(&mut self, _epoch: u64, bytes: &[u8]) {
+        let tmp = self.0.with_extension(format!("tmp{}", std::process::id()));
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.0);
+        }
+    }
+}
+
 impl Checkpoint {
     fn to_bytes(&self) -> Vec<u8> {
         let mut b = CHECKPOINT_MAGIC.to_vec();
@@ -185,16 +216,6 @@ impl Checkpoint {
             history,
             state,
         })
-    }
-
-    fn save(&self, path: &std::path::Path) {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if std::fs::write(&tmp, self.to_bytes()).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
-        }
     }
 }
 
@@ -283,8 +304,8 @@ pub fn exchange_failed(e: String) -> TrainError {
 /// call this with the same `cfg`, `seed` and shard table. `on_epoch` (called with the
 /// metrics every replica agrees on) returns `false` to stop early.
 ///
-/// With a `checkpoint` file, each replica saves the trial's state there after every
-/// epoch, and at the start the replicas agree on the newest checkpoint any of them holds:
+/// With a `checkpoint` store, each replica saves the trial's state there after every
+/// epoch, and at the start the replicas agree on the newest checkpoint any of them reads:
 /// its holder sends it to the others through the reducer, the finished epochs' metrics
 /// are reported again, and training continues with the next epoch, taking the same steps
 /// an uninterrupted run takes.
@@ -294,7 +315,7 @@ pub fn train_mlp_replica(
     seed: u64,
     device: &Device,
     reducer: &mut dyn Reducer,
-    checkpoint: Option<&std::path::Path>,
+    mut checkpoint: Option<&mut dyn CheckpointStore>,
     on_epoch: &mut dyn FnMut(&EpochMetrics) -> bool,
 ) -> Result<DataParallelOutcome, TrainError> {
     let Some((_, first)) = replica.shards.first() else {
@@ -343,11 +364,13 @@ pub fn train_mlp_replica(
     let mut history: Vec<[f64; 4]> = Vec::new();
     let mut first_epoch = 1;
     let mut resumed_from = 0;
-    if let Some(path) = checkpoint {
-        let mine = std::fs::read(path)
-            .ok()
-            .and_then(|b| Checkpoint::from_bytes(&b, state_len))
-            .filter(|c| c.epoch <= cfg.epochs);
+    if let Some(store) = checkpoint.as_deref_mut() {
+        let mine = store
+            .load()
+            .iter()
+            .filter_map(|b| Checkpoint::from_bytes(b, state_len))
+            .filter(|c| c.epoch <= cfg.epochs)
+            .max_by_key(|c| c.epoch);
         // The newest checkpoint any replica holds (ties: the lowest rank's).
         let mut epochs = vec![0.0f32; reducer.world()];
         epochs[reducer.rank()] = mine.as_ref().map_or(0.0, |c| c.epoch as f32);
@@ -511,19 +534,20 @@ pub fn train_mlp_replica(
             metrics.val_loss,
             metrics.val_accuracy,
         ]);
-        if let Some(path) = checkpoint {
+        if let Some(store) = checkpoint.as_deref_mut() {
             let mut state = flat_parameters(&model)
                 .into_data()
                 .try_to_vec::<f32>()
                 .map_err(|e| TrainError::Data(format!("{e:?}")))?;
             state.extend(optim.export(n_params));
-            Checkpoint {
+            let bytes = Checkpoint {
                 epoch,
                 steps,
                 history: history.clone(),
                 state,
             }
-            .save(path);
+            .to_bytes();
+            store.save(epoch, &bytes);
         }
         if agree_to_stop(reducer, !on_epoch(&metrics))? {
             return finish(epoch, steps, batches, floats_per_step, &model, resumed_from);

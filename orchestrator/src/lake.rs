@@ -611,4 +611,24 @@ impl tessera_core::shards::Fetch for StoreFetch {
             })
             .map_err(|e| e.to_string())
     }
+
+    fn put(&self, location: &str, file: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let loc = Location::parse(location).map_err(|e| e.to_string())?;
+        self.runtime
+            .block_on(async {
+                let store = ObjectStore::open(&loc).await?;
+                store.put(file, bytes).await
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, location: &str, file: &str) -> Result<(), String> {
+        let loc = Location::parse(location).map_err(|e| e.to_string())?;
+        self.runtime
+            .block_on(async {
+                let store = ObjectStore::open(&loc).await?;
+                store.delete(file).await
+            })
+            .map_err(|e| e.to_string())
+    }
 }

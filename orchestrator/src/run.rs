@@ -269,9 +269,18 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
     let fresh_seed = spec
         .seed
         .unwrap_or_else(|| rng::mix64(crate::actors::now_ms() as u64));
+    // A data-parallel trial's replica 0 keeps a copy of its checkpoint beside the
+    // results, for a retry on workers that hold none.
+    let checkpoints = (spec.workers > 1).then(|| match root.join("checkpoints") {
+        crate::lake::Location::Local(p) => {
+            std::path::absolute(&p).unwrap_or(p).display().to_string()
+        }
+        s3 => s3.to_string(),
+    });
     let (core, pending) = SweepCore::restore(
         spec,
         dataset,
+        checkpoints,
         fresh_seed,
         journal,
         state,

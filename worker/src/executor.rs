@@ -12,7 +12,9 @@ use tessera_core::shards::{Fetch, MANIFEST, Manifest, ShardFile, sha256_hex};
 use tessera_core::trial::{
     Artifact, ArtifactColumn, DatasetRef, MetricValues, REPLICAS_TABLE, ReplicaRef, TrialAssignment,
 };
-use tessera_experiments::data_parallel::{Alone, Replica, train_mlp_replica};
+use tessera_experiments::data_parallel::{
+    Alone, CheckpointFile, CheckpointStore, Replica, train_mlp_replica,
+};
 use tessera_experiments::dataset::Standardisation;
 use tessera_experiments::{Dataset, EpochMetrics, MlpConfig, OptimizerKind, Split, train_mlp};
 
@@ -41,6 +43,80 @@ impl Fetch for LocalFetch {
     fn fetch(&self, location: &str, file: &str) -> Result<Vec<u8>, String> {
         let path = std::path::Path::new(location).join(file);
         std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
+    fn put(&self, location: &str, file: &str, bytes: Vec<u8>) -> Result<(), String> {
+        CheckpointFile(std::path::Path::new(location).join(file)).save(0, &bytes);
+        Ok(())
+    }
+
+    fn remove(&self, location: &str, file: &str) -> Result<(), String> {
+        let _ = std::fs::remove_file(std::path::Path::new(location).join(file));
+        Ok(())
+    }
+}
+
+/// A data-parallel replica's checkpoints: a file on this worker's disk after every
+/// epoch, and (replica 0) a copy beside the sweep's results, so that a retry on workers
+/// that hold none (every replica's worker was lost) resumes too. The copy is written at
+/// most once a second and so that uploading takes at most a twentieth of the time.
+struct ReplicaCheckpoint {
+    local: CheckpointFile,
+    shared: Option<SharedCheckpoint>,
+}
+
+struct SharedCheckpoint {
+    fetch: Arc<dyn Fetch>,
+    location: String,
+    file: String,
+    /// Whether this replica writes it (replica 0; every replica reads it).
+    writes: bool,
+    last: Option<(Instant, Duration)>,
+}
+
+impl CheckpointStore for ReplicaCheckpoint {
+    fn load(&mut self) -> Vec<Vec<u8>> {
+        let mut all = self.local.load();
+        if let Some(s) = &self.shared
+            && let Ok(bytes) = s.fetch.fetch(&s.location, &s.file)
+        {
+            all.push(bytes);
+        }
+        all
+    }
+
+    fn save(&mut self, epoch: u64, bytes: &[u8]) {
+        self.local.save(epoch, bytes);
+        let Some(s) = self.shared.as_mut().filter(|s| s.writes) else {
+            return;
+        };
+        let due = s
+            .last
+            .is_none_or(|(at, took)| at.elapsed() >= Duration::from_secs(1).max(took * 20));
+        if due {
+            let t = Instant::now();
+            let result = match s.fetch.put(&s.location, &s.file, bytes.to_vec()) {
+                Ok(()) => "ok",
+                Err(e) => {
+                    eprintln!("epoch {epoch}: cannot copy the checkpoint beside the results: {e}");
+                    "failed"
+                }
+            };
+            crate::metrics::CHECKPOINT_COPIES
+                .with_label_values(&[result])
+                .inc();
+            s.last = Some((Instant::now(), t.elapsed()));
+        }
+    }
+}
+
+impl ReplicaCheckpoint {
+    /// The trial ended: its checkpoints are not needed any more.
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.local.0);
+        if let Some(s) = self.shared.filter(|s| s.writes) {
+            let _ = s.fetch.remove(&s.location, &s.file);
+        }
     }
 }
 
@@ -372,21 +448,28 @@ impl BurnExecutor {
         // that lands here resumes from it.
         let key = serde_json::to_vec(&(&replica.trial_key, &a.request, &dataset.path))
             .unwrap_or_default();
-        let checkpoint = self
-            .cache
-            .join("checkpoints")
-            .join(format!("{}.ckpt", &sha256_hex(&key)[..24]));
+        let file = format!("{}.ckpt", &sha256_hex(&key)[..24]);
+        let mut checkpoint = ReplicaCheckpoint {
+            local: CheckpointFile(self.cache.join("checkpoints").join(&file)),
+            shared: a.checkpoints.clone().map(|location| SharedCheckpoint {
+                fetch: self.fetch.clone(),
+                location,
+                file,
+                writes: rank_of(a).0 == 0,
+                last: None,
+            }),
+        };
         let out = train_mlp_replica(
             &cfg,
             &mine,
             a.request.seed,
             &self.device,
             &mut ring,
-            Some(&checkpoint),
+            Some(&mut checkpoint),
             &mut on_epoch,
         )
         .map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_file(&checkpoint);
+        checkpoint.remove();
         reporter.artifact(replicas_table(
             replica,
             shards,

@@ -56,3 +56,15 @@ pub static SHARD_CACHE: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
         &["result"],
     ))
 });
+
+/// Copies of data-parallel checkpoints written beside the sweep's results, by outcome
+/// (`ok`, `failed`: training goes on, the copy is older).
+pub static CHECKPOINT_COPIES: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    registered(prometheus::IntCounterVec::new(
+        Opts::new(
+            "tessera_worker_checkpoint_copies_total",
+            "Data-parallel checkpoints copied beside the sweep's results, by outcome",
+        ),
+        &["result"],
+    ))
+});

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use tessera_experiments::data_parallel::{DataParallelOutcome, Replica, train_mlp_replica};
+use tessera_experiments::data_parallel::{
+    CheckpointFile, CheckpointStore, DataParallelOutcome, Replica, train_mlp_replica,
+};
 use tessera_experiments::{Dataset, MlpConfig, OptimizerKind, Split, train_mlp};
 use tessera_worker::collective::on_loopback;
 
@@ -185,7 +187,7 @@ fn a_run_resumed_from_one_replicas_checkpoint_ends_where_an_uninterrupted_one_do
     let run = |stop_after: u64, checkpoints: bool| {
         on_loopback(2, 3, |rank, mut ring| {
             let replica = Replica::of(&split.train, &split.valid, SHARDS, rank, 2);
-            let path = file(rank);
+            let mut store = CheckpointFile(file(rank));
             let mut seen = Vec::new();
             let out = train_mlp_replica(
                 &cfg,
@@ -193,7 +195,7 @@ fn a_run_resumed_from_one_replicas_checkpoint_ends_where_an_uninterrupted_one_do
                 5,
                 &Device::flex(),
                 &mut ring,
-                checkpoints.then_some(path.as_path()),
+                checkpoints.then_some(&mut store as &mut dyn CheckpointStore),
                 &mut |m| {
                     seen.push((m.epoch, m.val_accuracy));
                     m.epoch < stop_after

@@ -18,10 +18,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Fetches a registered dataset's files from where it lives (a local folder or S3).
+/// Fetches a registered dataset's files from where it lives (a local folder or S3), and
+/// keeps data-parallel trials' checkpoints beside a sweep's results.
 pub trait Fetch: Send + Sync {
     /// The bytes of `file` in the dataset folder `location`.
     fn fetch(&self, location: &str, file: &str) -> Result<Vec<u8>, String>;
+
+    /// Writes `bytes` as `file` under `location`, replacing it whole.
+    fn put(&self, location: &str, file: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let _ = (file, bytes);
+        Err(format!("{location}: this store cannot be written"))
+    }
+
+    /// Removes `file` under `location`, if it is there.
+    fn remove(&self, location: &str, file: &str) -> Result<(), String> {
+        let _ = (location, file);
+        Ok(())
+    }
 }
 
 /// One file of a registered dataset.

@@ -45,6 +45,11 @@ pub struct TrialAssignment {
     /// super-network's weights).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<Artifact>,
+    /// Where a data-parallel trial's replica 0 keeps a copy of the trial's checkpoint
+    /// (a folder or `s3://…` beside the sweep's results), for a retry on workers that
+    /// hold none.
+    #[serde(default)]
+    pub checkpoints: Option<String>,
     /// This dispatch's place in a data-parallel attempt (`resources.workers` > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<Box<ReplicaRef>>,

@@ -378,7 +378,7 @@ impl SchedulerState {
                 match link {
                     WorkerLink::Local(w) => {
                         let _ = w.cast(WorkerMsg::Run {
-                            assignment,
+                            assignment: Box::new(assignment),
                             sweep: q.sweep.clone(),
                             scheduler: self.myself.clone(),
                         });

@@ -154,6 +154,8 @@ struct Running {
 pub struct SweepCore {
     spec: SweepSpec,
     dataset: Option<DatasetRef>,
+    /// Where data-parallel trials keep a copy of their checkpoints.
+    checkpoints: Option<String>,
     seed: u64,
     journal: Journal,
     searcher: Box<dyn Searcher>,
@@ -255,10 +257,13 @@ impl SweepCore {
     /// `seed` is used when the journal has none yet. Returns the core and the work that
     /// replay left to do. With `hold_orphans`, attempts that were running when the
     /// coordinator stopped wait for [`SweepCore::adopt`] or [`SweepCore::release_held`]
-    /// instead of being queued again at once.
+    /// instead of being queued again at once. Data-parallel trials keep a copy of their
+    /// checkpoints under `checkpoints`.
+    #[allow(clippy::too_many_arguments)]
     pub fn restore(
         spec: SweepSpec,
         dataset: Option<DatasetRef>,
+        checkpoints: Option<String>,
         seed: u64,
         mut journal: Journal,
         state: JournalState,
@@ -319,6 +324,7 @@ impl SweepCore {
         let mut core = SweepCore {
             spec,
             dataset,
+            checkpoints,
             seed,
             journal,
             searcher,
@@ -429,6 +435,7 @@ impl SweepCore {
             wants_decisions: self.spec.early_stopping.is_some(),
             time_limit_s: self.spec.trial_timeout_s,
             inputs,
+            checkpoints: self.checkpoints.clone(),
             replica: None,
         }
     }
@@ -917,7 +924,7 @@ mod tests {
 
     fn open(path: &std::path::Path, hold: bool) -> (SweepCore, Effects) {
         let (journal, state) = Journal::open(path).unwrap();
-        SweepCore::restore(spec(), None, 0, journal, state, 2, hold).unwrap()
+        SweepCore::restore(spec(), None, None, 0, journal, state, 2, hold).unwrap()
     }
 
     fn end(a: &TrialAssignment, result: Result<(), String>, loss: f64) -> AttemptEnd {
@@ -1073,7 +1080,7 @@ mod tests {
         let restore = |path: &std::path::Path, text: &str| {
             let spec = parse_sweep("t.yaml", text).unwrap();
             let (journal, state) = Journal::open(path).unwrap();
-            SweepCore::restore(spec, None, 0, journal, state, 2, false).map(|_| ())
+            SweepCore::restore(spec, None, None, 0, journal, state, 2, false).map(|_| ())
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");

@@ -170,7 +170,7 @@ pub enum WorkerMsg {
     /// Run one attempt; report to `sweep`, free the slot at `scheduler`.
     Run {
         /// The attempt.
-        assignment: TrialAssignment,
+        assignment: Box<TrialAssignment>,
         /// Where decisions come from and the outcome goes.
         sweep: ActorRef<SweepMsg>,
         /// Where the freed slot goes.
@@ -230,6 +230,7 @@ impl Actor for WorkerActor {
                 sweep,
                 scheduler,
             } => {
+                let assignment = *assignment;
                 let lease = assignment.lease;
                 let trial_id = assignment.request.trial_id;
                 let runtime = tokio::runtime::Handle::current();
