@@ -360,56 +360,14 @@ pub fn train_mlp_replica(
     let mut steps = 0u64;
     let mut floats_per_step = 0;
     let n_params = parameter_count(&model);
-    let state_len = n_params + optim.state_len(n_params);
     let mut history: Vec<[f64; 4]> = Vec::new();
     let mut first_epoch = 1;
     let mut resumed_from = 0;
     if let Some(store) = checkpoint.as_deref_mut() {
-        let mine = store
-            .load()
-            .iter()
-            .filter_map(|b| Checkpoint::from_bytes(b, state_len))
-            .filter(|c| c.epoch <= cfg.epochs)
-            .max_by_key(|c| c.epoch);
-        // The newest checkpoint any replica holds (ties: the lowest rank's).
-        let mut epochs = vec![0.0f32; reducer.world()];
-        epochs[reducer.rank()] = mine.as_ref().map_or(0.0, |c| c.epoch as f32);
-        reducer
-            .all_reduce_sum(&mut epochs)
-            .map_err(exchange_failed)?;
-        let (source, newest) =
-            epochs.iter().enumerate().fold(
-                (0, 0.0f32),
-                |best, (i, e)| if *e > best.1 { (i, *e) } else { best },
-            );
-        let newest = newest as u64;
-        if newest > 0 {
-            // Steps, history and state in one vector only the source fills.
-            let mut v = vec![0.0f32; 1 + 4 * newest as usize + state_len];
-            if reducer.rank() == source
-                && let Some(c) = &mine
-            {
-                v[0] = c.steps as f32;
-                for (i, h) in c.history.iter().enumerate() {
-                    for (j, x) in h.iter().enumerate() {
-                        v[1 + 4 * i + j] = *x as f32;
-                    }
-                }
-                v[1 + 4 * newest as usize..].copy_from_slice(&c.state);
-            }
-            reducer.all_reduce_sum(&mut v).map_err(exchange_failed)?;
-            steps = v[0] as u64;
-            history = v[1..1 + 4 * newest as usize]
-                .chunks_exact(4)
-                .map(|c| [c[0].into(), c[1].into(), c[2].into(), c[3].into()])
-                .collect();
-            let state = &v[1 + 4 * newest as usize..];
-            let params = Tensor::<1>::from_data(
-                TensorData::new(state[..n_params].to_vec(), [n_params]),
-                device,
-            );
-            model = set_parameters(model, params);
-            optim.import(&state[n_params..], device);
+        let resumed;
+        (model, resumed) = resume(reducer, store, model, &mut optim, cfg.epochs, device)?;
+        if let Some(r) = resumed {
+            (steps, history) = (r.steps, r.history);
             for (i, h) in history.iter().enumerate() {
                 let m = EpochMetrics {
                     epoch: i as u64 + 1,
@@ -419,11 +377,11 @@ pub fn train_mlp_replica(
                     val_accuracy: h[3],
                 };
                 if agree_to_stop(reducer, !on_epoch(&m))? {
-                    return finish(m.epoch, steps, 0, floats_per_step, &model, newest);
+                    return finish(m.epoch, steps, 0, floats_per_step, &model, r.epoch);
                 }
             }
-            first_epoch = newest + 1;
-            resumed_from = newest;
+            first_epoch = r.epoch + 1;
+            resumed_from = r.epoch;
         }
     }
 
@@ -535,19 +493,7 @@ pub fn train_mlp_replica(
             metrics.val_accuracy,
         ]);
         if let Some(store) = checkpoint.as_deref_mut() {
-            let mut state = flat_parameters(&model)
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| TrainError::Data(format!("{e:?}")))?;
-            state.extend(optim.export(n_params));
-            let bytes = Checkpoint {
-                epoch,
-                steps,
-                history: history.clone(),
-                state,
-            }
-            .to_bytes();
-            store.save(epoch, &bytes);
+            save(store, epoch, steps, &history, &model, &optim)?;
         }
         if agree_to_stop(reducer, !on_epoch(&metrics))? {
             return finish(epoch, steps, batches, floats_per_step, &model, resumed_from);
@@ -561,6 +507,114 @@ pub fn train_mlp_replica(
         &model,
         resumed_from,
     )
+}
+
+/// Where a resumed run starts: after `epoch`, `steps` optimizer steps in, with the
+/// finished epochs' metrics.
+pub struct Resumed {
+    /// The last finished epoch.
+    pub epoch: u64,
+    /// Optimizer steps taken by then.
+    pub steps: u64,
+    /// Per finished epoch, the four figures the trainer keeps.
+    pub history: Vec<[f64; 4]>,
+}
+
+/// At the start of a data-parallel run with a checkpoint store: the replicas agree on
+/// the newest checkpoint any of them reads (ties: the lowest rank's; none newer than
+/// `max_epoch`, none of another model or optimizer), its holder sends it to the others
+/// through `reducer`, and `model` and `optim` take its state. `None`: no replica has
+/// one, and all start afresh.
+pub fn resume<M: Module>(
+    reducer: &mut dyn Reducer,
+    store: &mut dyn CheckpointStore,
+    model: M,
+    optim: &mut FlatOptimizer,
+    max_epoch: u64,
+    device: &Device,
+) -> Result<(M, Option<Resumed>), TrainError> {
+    let n_params = parameter_count(&model);
+    let state_len = n_params + optim.state_len(n_params);
+    let mine = store
+        .load()
+        .iter()
+        .filter_map(|b| Checkpoint::from_bytes(b, state_len))
+        .filter(|c| c.epoch <= max_epoch)
+        .max_by_key(|c| c.epoch);
+    let mut epochs = vec![0.0f32; reducer.world()];
+    epochs[reducer.rank()] = mine.as_ref().map_or(0.0, |c| c.epoch as f32);
+    reducer
+        .all_reduce_sum(&mut epochs)
+        .map_err(exchange_failed)?;
+    let (source, newest) =
+        epochs.iter().enumerate().fold(
+            (0, 0.0f32),
+            |best, (i, e)| {
+                if *e > best.1 { (i, *e) } else { best }
+            },
+        );
+    let newest = newest as u64;
+    if newest == 0 {
+        return Ok((model, None));
+    }
+    // Steps, history and state in one vector only the source fills.
+    let mut v = vec![0.0f32; 1 + 4 * newest as usize + state_len];
+    if reducer.rank() == source
+        && let Some(c) = &mine
+    {
+        v[0] = c.steps as f32;
+        for (i, h) in c.history.iter().enumerate() {
+            for (j, x) in h.iter().enumerate() {
+                v[1 + 4 * i + j] = *x as f32;
+            }
+        }
+        v[1 + 4 * newest as usize..].copy_from_slice(&c.state);
+    }
+    reducer.all_reduce_sum(&mut v).map_err(exchange_failed)?;
+    let history = v[1..1 + 4 * newest as usize]
+        .chunks_exact(4)
+        .map(|c| [c[0].into(), c[1].into(), c[2].into(), c[3].into()])
+        .collect();
+    let state = &v[1 + 4 * newest as usize..];
+    let params = Tensor::<1>::from_data(
+        TensorData::new(state[..n_params].to_vec(), [n_params]),
+        device,
+    );
+    optim.import(&state[n_params..], device);
+    Ok((
+        set_parameters(model, params),
+        Some(Resumed {
+            epoch: newest,
+            steps: v[0] as u64,
+            history,
+        }),
+    ))
+}
+
+/// Saves the state of `model` and `optim` after `epoch` (of `history.len()` finished
+/// epochs and `steps` optimizer steps) into `store`.
+pub fn save<M: Module>(
+    store: &mut dyn CheckpointStore,
+    epoch: u64,
+    steps: u64,
+    history: &[[f64; 4]],
+    model: &M,
+    optim: &FlatOptimizer,
+) -> Result<(), TrainError> {
+    let mut state = flat_parameters(model)
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainError::Data(format!("{e:?}")))?;
+    state.extend(optim.export(parameter_count(model)));
+    let bytes = Checkpoint {
+        epoch,
+        steps,
+        history: history.to_vec(),
+        state,
+    }
+    .to_bytes();
+    store.save(epoch, &bytes);
+    Ok(())
 }
 
 fn finish(

@@ -536,8 +536,11 @@ pub fn train_supernet(
 /// sub-networks for a step (from the seed, the epoch and the step), and the gradients
 /// of the replicas' rows are summed through `reducer` before one Adam step on the flat
 /// parameter vector. Every replica ends with the same weights; K = 1, 2 or 4 take the
-/// same steps up to the order of floating-point sums. Returns the model, the data shape
-/// and the optimizer steps taken.
+/// same steps up to the order of floating-point sums. With a `checkpoint` store the run
+/// resumes and saves as [`crate::data_parallel::train_mlp_replica`] does. Returns the
+/// model, the data shape, the optimizer steps taken and the epoch it resumed after.
+// The MLP trainer's arguments plus the super-network's description.
+#[allow(clippy::too_many_arguments)]
 pub fn train_supernet_replica(
     net: &Supernet,
     cfg: &SupernetTraining,
@@ -545,10 +548,11 @@ pub fn train_supernet_replica(
     seed: u64,
     device: &Device,
     reducer: &mut dyn crate::data_parallel::Reducer,
+    mut checkpoint: Option<&mut dyn crate::data_parallel::CheckpointStore>,
     on_epoch: &mut dyn FnMut(&SupernetEpoch) -> bool,
-) -> Result<(SuperNetwork, Shape, u64), TrainError> {
-    use crate::data_parallel::{Batches, agree_to_stop, exchange_failed};
-    use crate::optim::{FlatAdam, flat_gradient};
+) -> Result<(SuperNetwork, Shape, u64, u64), TrainError> {
+    use crate::data_parallel::{Batches, agree_to_stop, exchange_failed, resume, save};
+    use crate::optim::{FlatAdam, FlatOptimizer, flat_gradient};
     let Some((_, first)) = replica.shards.first() else {
         return Err(TrainError::Data("this replica holds no shard".into()));
     };
@@ -570,7 +574,7 @@ pub fn train_supernet_replica(
         .unwrap_or(0) as u32;
     let ad = device.clone().autodiff();
     let mut model = SuperNetwork::init(net, &shape, derive_seed(seed, 1), &ad);
-    let mut optim = FlatAdam::new(0.0);
+    let mut optim = FlatOptimizer::Adam(Box::new(FlatAdam::new(0.0)));
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let held: Vec<(Tensor<2>, Tensor<1, Int>)> = replica
         .shards
@@ -582,7 +586,30 @@ pub fn train_supernet_replica(
     let (largest, smallest) = (net.decode(&net.largest()), net.decode(&net.smallest()));
     let per_step = 2 + cfg.random_subnets;
     let mut steps = 0u64;
-    for epoch in 1..=cfg.epochs {
+    // Per finished epoch: train loss, the largest and the smallest sub-network's
+    // validation accuracy (and a spare figure).
+    let mut history: Vec<[f64; 4]> = Vec::new();
+    let (mut first_epoch, mut resumed_from) = (1, 0);
+    if let Some(store) = checkpoint.as_deref_mut() {
+        let resumed;
+        (model, resumed) = resume(reducer, store, model, &mut optim, cfg.epochs, device)?;
+        if let Some(r) = resumed {
+            (steps, history) = (r.steps, r.history);
+            for (i, h) in history.iter().enumerate() {
+                let m = SupernetEpoch {
+                    epoch: i as u64 + 1,
+                    train_loss: h[0],
+                    val_accuracy: h[1],
+                    val_accuracy_smallest: h[2],
+                };
+                if agree_to_stop(reducer, !on_epoch(&m))? {
+                    return Ok((model.valid(), shape, steps, r.epoch));
+                }
+            }
+            (first_epoch, resumed_from) = (r.epoch + 1, r.epoch);
+        }
+    }
+    for epoch in first_epoch..=cfg.epochs {
         let orders = batches.orders(seed, epoch);
         let mut loss_sum = 0.0;
         for step in 0..batches.per_epoch {
@@ -650,11 +677,15 @@ pub fn train_supernet_replica(
             val_accuracy: acc(&largest),
             val_accuracy_smallest: acc(&smallest),
         };
+        history.push([m.train_loss, m.val_accuracy, m.val_accuracy_smallest, 0.0]);
+        if let Some(store) = checkpoint.as_deref_mut() {
+            save(store, epoch, steps, &history, &model, &optim)?;
+        }
         if agree_to_stop(reducer, !on_epoch(&m))? {
-            return Ok((eval, shape, steps));
+            return Ok((eval, shape, steps, resumed_from));
         }
     }
-    Ok((model.valid(), shape, steps))
+    Ok((model.valid(), shape, steps, resumed_from))
 }
 
 /// Rows `i` of `data` with `i % shards == shard`: one validation shard.

@@ -372,6 +372,30 @@ impl BurnExecutor {
         Ok(Some(ring))
     }
 
+    /// A data-parallel replica's checkpoints: the same file for every attempt of the
+    /// trial, on however many workers (the batches do not depend on it), so that a
+    /// retry landing here resumes from it; and the copy beside the results.
+    fn replica_checkpoint(
+        &self,
+        a: &TrialAssignment,
+        replica: &ReplicaRef,
+        dataset: &DatasetRef,
+    ) -> ReplicaCheckpoint {
+        let key = serde_json::to_vec(&(&replica.trial_key, &a.request, &dataset.path))
+            .unwrap_or_default();
+        let file = format!("{}.ckpt", &sha256_hex(&key)[..24]);
+        ReplicaCheckpoint {
+            local: CheckpointFile(self.cache.join("checkpoints").join(&file)),
+            shared: a.checkpoints.clone().map(|location| SharedCheckpoint {
+                fetch: self.fetch.clone(),
+                location,
+                file,
+                writes: replica.rank == 0,
+                last: None,
+            }),
+        }
+    }
+
     fn run_mlp(&self, a: &TrialAssignment, reporter: &mut dyn TrialReporter) -> Result<(), String> {
         let r = ParamReader {
             params: &a.request.params,
@@ -443,22 +467,7 @@ impl BurnExecutor {
         };
         // One replica of a data-parallel attempt: its shards, its ring.
         let shards = mine.shard_rows.len();
-        // The trial's checkpoint on this worker: the same file for every attempt of the
-        // trial, on however many workers (the batches do not depend on it), so a retry
-        // that lands here resumes from it.
-        let key = serde_json::to_vec(&(&replica.trial_key, &a.request, &dataset.path))
-            .unwrap_or_default();
-        let file = format!("{}.ckpt", &sha256_hex(&key)[..24]);
-        let mut checkpoint = ReplicaCheckpoint {
-            local: CheckpointFile(self.cache.join("checkpoints").join(&file)),
-            shared: a.checkpoints.clone().map(|location| SharedCheckpoint {
-                fetch: self.fetch.clone(),
-                location,
-                file,
-                writes: rank_of(a).0 == 0,
-                last: None,
-            }),
-        };
+        let mut checkpoint = self.replica_checkpoint(a, replica, dataset);
         let out = train_mlp_replica(
             &cfg,
             &mine,
@@ -689,48 +698,50 @@ impl BurnExecutor {
                 reporter.report(m.epoch, &metrics) == Decision::Continue
             };
             let seed = a.request.seed;
-            let (model, shape) = match (mine, split, ring) {
-                (Some(mine), _, Some(mut ring)) => {
-                    let (model, shape, steps) = train_supernet_replica(
+            let (model, shape) = match (mine, split, ring, &a.replica) {
+                (Some(mine), _, Some(mut ring), Some(replica)) => {
+                    let mut checkpoint = self.replica_checkpoint(a, replica, dataset);
+                    let (model, shape, steps, resumed_from) = train_supernet_replica(
                         &net,
                         &cfg,
                         &mine,
                         seed,
                         &self.device,
                         &mut ring,
+                        Some(&mut checkpoint),
                         &mut on_epoch,
                     )
                     .map_err(|e| e.to_string())?;
-                    if let Some(replica) = &a.replica {
-                        reporter.artifact(replicas_table(
-                            replica,
-                            mine.shard_rows.len(),
-                            ring.bytes_sent(),
-                            steps,
-                            0,
-                        ));
-                    }
+                    checkpoint.remove();
+                    reporter.artifact(replicas_table(
+                        replica,
+                        mine.shard_rows.len(),
+                        ring.bytes_sent(),
+                        steps,
+                        resumed_from,
+                    ));
                     (model, shape)
                 }
                 // A registered dataset on one worker: every shard, nothing to exchange.
-                (Some(mine), _, None) => {
-                    let (model, shape, _) = train_supernet_replica(
+                (Some(mine), ..) => {
+                    let (model, shape, ..) = train_supernet_replica(
                         &net,
                         &cfg,
                         &mine,
                         seed,
                         &self.device,
                         &mut Alone,
+                        None,
                         &mut on_epoch,
                     )
                     .map_err(|e| e.to_string())?;
                     (model, shape)
                 }
-                (None, Some(split), _) => {
+                (None, Some(split), ..) => {
                     train_supernet(&net, &cfg, &split, seed, &self.device, &mut on_epoch)
                         .map_err(|e| e.to_string())?
                 }
-                (None, None, _) => return Err("no training data".into()),
+                (None, None, ..) => return Err("no training data".into()),
             };
             let one = |v: u32| ArtifactColumn::I64(vec![i64::from(v)]);
             reporter.artifact(table(

@@ -244,13 +244,14 @@ fn a_super_network_trains_data_parallel_to_the_same_weights_for_any_k() {
         on_loopback(k, 3, |rank, mut ring| {
             let replica = Replica::of(&split.train, &split.valid, SHARDS, rank, k);
             let mut accuracy = 0.0;
-            let (model, _, steps) = train_supernet_replica(
+            let (model, _, steps, _) = train_supernet_replica(
                 &net,
                 &cfg,
                 &replica,
                 9,
                 &Device::flex(),
                 &mut ring,
+                None,
                 &mut |m| {
                     accuracy = m.val_accuracy;
                     true
@@ -280,5 +281,55 @@ fn a_super_network_trains_data_parallel_to_the_same_weights_for_any_k() {
             1e-5,
             &format!("super-network, k = {k}"),
         );
+    }
+}
+
+/// A super-network run stopped after epoch 1 and resumed from the checkpoint only one
+/// replica kept ends with the weights of an uninterrupted run, bit for bit.
+#[test]
+fn a_super_network_resumed_from_a_checkpoint_ends_where_an_uninterrupted_one_does() {
+    use tessera_core::nas_sweep::Supernet;
+    use tessera_experiments::supernet::{SupernetTraining, train_supernet_replica};
+    let net: Supernet =
+        serde_json::from_str(r#"{"family": "mlp", "depth": [1, 2], "width": [8, 16]}"#).unwrap();
+    let cfg = SupernetTraining {
+        epochs: 3,
+        learning_rate: 0.003,
+        batch_size: 64,
+        random_subnets: 1,
+    };
+    let split = digits();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |rank: usize| dir.path().join(format!("supernet-{rank}.ckpt"));
+    let run = |stop_after: u64, checkpoints: bool| {
+        on_loopback(2, 4, |rank, mut ring| {
+            let replica = Replica::of(&split.train, &split.valid, SHARDS, rank, 2);
+            let mut store = CheckpointFile(file(rank));
+            let mut epochs = Vec::new();
+            let (model, _, steps, from) = train_supernet_replica(
+                &net,
+                &cfg,
+                &replica,
+                9,
+                &Device::flex(),
+                &mut ring,
+                checkpoints.then_some(&mut store as &mut dyn CheckpointStore),
+                &mut |m| {
+                    epochs.push(m.epoch);
+                    m.epoch < stop_after
+                },
+            )
+            .unwrap();
+            (model.flat(), steps, from, epochs)
+        })
+    };
+    let whole = run(u64::MAX, false);
+    run(1, true);
+    std::fs::remove_file(file(1)).unwrap();
+    for r in run(u64::MAX, true) {
+        assert_eq!(r.2, 1, "resumed after epoch 1");
+        assert_eq!(r.3, [1, 2, 3]);
+        assert_eq!(r.1, whole[0].1);
+        assert_eq!(r.0, whole[0].0, "bit for bit");
     }
 }
