@@ -797,6 +797,20 @@ fn a_data_parallel_sweep_trains_each_trial_on_two_workers_over_their_shards() {
     assert_eq!(manifest.shards.len(), 4);
     assert!(manifest.check().is_ok());
 
+    // With early stopping, replica 0 hears the decision and every replica stops at the
+    // same epoch: each trial, stopped or not, is recorded with both replicas' rows.
+    let asha = yaml.replace(
+        "budget: { trials: 4 }",
+        "budget: { trials: 6 }\nearly_stopping: { asha: { grace: 1, reduction: 3, max_t: 3 } }",
+    );
+    assert_ne!(asha, yaml);
+    let (_d, out_asha, o) = run_sweep(&asha, &[], &["--workers", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = tessera_orchestrator::store::read_table(&out_asha, "trials").unwrap();
+    let r = tessera_orchestrator::store::read_table(&out_asha, "replicas").unwrap();
+    assert_eq!(t.height(), 6);
+    assert_eq!(r.height(), 12, "{r}");
+
     // Two replicas per trial, on different workers, holding shards 0,2 and 1,3, for
     // 3 epochs of ⌈360 rows per shard / 16⌉ steps.
     let r = tessera_orchestrator::store::read_table(&out, "replicas").unwrap();

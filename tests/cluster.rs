@@ -686,15 +686,16 @@ fn a_data_parallel_trial_cut_by_a_partition_resumes_on_the_workers_left() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The local replicas are stopped and free their workers well before the ring's
-    // 60 s timeout: the retry runs on them.
+    // 60 s timeout: the retry runs on them and finishes (90 % of a trial) before the
+    // timeout would have let it start.
     c.wait_for(
         &id,
         "the retry on the workers left",
-        Duration::from_secs(40),
+        Duration::from_secs(50),
         |s| s["finished"].as_u64().unwrap_or(0) >= 2,
     );
     let resumed_after = cut.elapsed();
-    assert!(resumed_after < Duration::from_secs(40), "{resumed_after:?}");
+    assert!(resumed_after < Duration::from_secs(50), "{resumed_after:?}");
     assert!(ip(&["link", "set", &ns.host_if, "up"]), "heal the link");
     let s = c.wait_done(&id, Duration::from_secs(300));
     assert_eq!(s["sweeps"][0]["state"], "complete", "{s}");
@@ -1102,9 +1103,14 @@ fn a_data_parallel_trial_whose_workers_all_die_resumes_from_the_results() {
         .collect();
     assert_eq!(resumed.len(), 2, "{r}");
     assert!(resumed.iter().all(|(w, _)| !busy.contains(w)), "{r}");
-    // The copy is removed once the trial is recorded.
+    // The copy is removed once the trial is recorded (a temporary file of a copy cut
+    // short by the kill may stay; it is never read).
     let left = std::fs::read_dir(dir.join("checkpoints"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
+                .count()
+        })
         .unwrap_or(0);
     assert_eq!(left, 0);
     eprintln!("all replicas lost: resumed from the results' copy\n{r}");

@@ -12,9 +12,10 @@
 //!
 //! With `sync_every: M`, a replica sums the gradients of M batches locally and the
 //! replicas exchange once, taking one optimizer step on the mean loss of all M batches'
-//! rows: 1/M of the traffic per row, and the steps of a run with M times the batch
-//! (what PyTorch users do with `no_sync()` and gradient accumulation), using the memory
-//! of one batch.
+//! rows: 1/M of the traffic per row, and (when the shards divide the batch and without
+//! dropout, whose masks follow the batch) the steps of a run with M times the batch,
+//! using the memory of one batch: what PyTorch users do with `no_sync()` and gradient
+//! accumulation.
 //!
 //! The exchange itself is a [`Reducer`]: the worker supplies a ring all-reduce over TCP;
 //! this crate never touches the network.
@@ -137,19 +138,34 @@ pub trait CheckpointStore {
 #[derive(Debug, Clone)]
 pub struct CheckpointFile(pub std::path::PathBuf);
 
+impl CheckpointFile {
+    /// Replaces the file with `bytes`, whole: through a temporary file of its own (the
+    /// replicas of one process may write the same checkpoint at once), then a rename.
+    pub fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .0
+            .with_extension(format!("tmp{}-{n}", std::process::id()));
+        if let Some(dir) = self.0.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &self.0))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+    }
+}
+
 impl CheckpointStore for CheckpointFile {
     fn load(&mut self) -> Vec<Vec<u8>> {
         std::fs::read(&self.0).into_iter().collect()
     }
 
     fn save(&mut self, _epoch: u64, bytes: &[u8]) {
-        let tmp = self.0.with_extension(format!("tmp{}", std::process::id()));
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if std::fs::write(&tmp, bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.0);
-        }
+        // A checkpoint that cannot be written costs only a resume point.
+        let _ = self.write(bytes);
     }
 }
 
@@ -368,17 +384,17 @@ pub fn train_mlp_replica(
         (model, resumed) = resume(reducer, store, model, &mut optim, cfg.epochs, device)?;
         if let Some(r) = resumed {
             (steps, history) = (r.steps, r.history);
-            for (i, h) in history.iter().enumerate() {
-                let m = EpochMetrics {
-                    epoch: i as u64 + 1,
+            let stopped = replay(reducer, &history, |epoch, h| {
+                on_epoch(&EpochMetrics {
+                    epoch,
                     train_loss: h[0],
                     train_accuracy: h[1],
                     val_loss: h[2],
                     val_accuracy: h[3],
-                };
-                if agree_to_stop(reducer, !on_epoch(&m))? {
-                    return finish(m.epoch, steps, 0, floats_per_step, &model, r.epoch);
-                }
+                })
+            })?;
+            if let Some(epoch) = stopped {
+                return finish(epoch, steps, 0, floats_per_step, &model, r.epoch);
             }
             first_epoch = r.epoch + 1;
             resumed_from = r.epoch;
@@ -589,6 +605,22 @@ pub fn resume<M: Module>(
             history,
         }),
     ))
+}
+
+/// Reports a resumed run's finished epochs again, from its `history`: `report` returns
+/// `false` to stop, and every replica stops together. Returns the epoch it stopped at.
+pub fn replay(
+    reducer: &mut dyn Reducer,
+    history: &[[f64; 4]],
+    mut report: impl FnMut(u64, &[f64; 4]) -> bool,
+) -> Result<Option<u64>, TrainError> {
+    for (i, h) in history.iter().enumerate() {
+        let epoch = i as u64 + 1;
+        if agree_to_stop(reducer, !report(epoch, h))? {
+            return Ok(Some(epoch));
+        }
+    }
+    Ok(None)
 }
 
 /// Saves the state of `model` and `optim` after `epoch` (of `history.len()` finished

@@ -551,7 +551,7 @@ pub fn train_supernet_replica(
     mut checkpoint: Option<&mut dyn crate::data_parallel::CheckpointStore>,
     on_epoch: &mut dyn FnMut(&SupernetEpoch) -> bool,
 ) -> Result<(SuperNetwork, Shape, u64, u64), TrainError> {
-    use crate::data_parallel::{Batches, agree_to_stop, exchange_failed, resume, save};
+    use crate::data_parallel::{Batches, agree_to_stop, exchange_failed, replay, resume, save};
     use crate::optim::{FlatAdam, FlatOptimizer, flat_gradient};
     let Some((_, first)) = replica.shards.first() else {
         return Err(TrainError::Data("this replica holds no shard".into()));
@@ -595,16 +595,16 @@ pub fn train_supernet_replica(
         (model, resumed) = resume(reducer, store, model, &mut optim, cfg.epochs, device)?;
         if let Some(r) = resumed {
             (steps, history) = (r.steps, r.history);
-            for (i, h) in history.iter().enumerate() {
-                let m = SupernetEpoch {
-                    epoch: i as u64 + 1,
+            let stopped = replay(reducer, &history, |epoch, h| {
+                on_epoch(&SupernetEpoch {
+                    epoch,
                     train_loss: h[0],
                     val_accuracy: h[1],
                     val_accuracy_smallest: h[2],
-                };
-                if agree_to_stop(reducer, !on_epoch(&m))? {
-                    return Ok((model.valid(), shape, steps, r.epoch));
-                }
+                })
+            })?;
+            if stopped.is_some() {
+                return Ok((model.valid(), shape, steps, r.epoch));
             }
             (first_epoch, resumed_from) = (r.epoch + 1, r.epoch);
         }

@@ -28,10 +28,6 @@ pub async fn publish(
 /// and a digest of its bytes and of how it is split, so that a changed file or split is
 /// registered anew and an unchanged one is reused by every later run.
 pub fn staged_location(root: &Location, file: &Path, bytes: &[u8], d: &DatasetRef) -> Location {
-    let stem = file.file_stem().map_or_else(
-        || "dataset".to_owned(),
-        |s| s.to_string_lossy().into_owned(),
-    );
     let key = serde_json::to_vec(&(
         tessera_core::shards::sha256_hex(bytes),
         d.shards,
@@ -41,23 +37,56 @@ pub fn staged_location(root: &Location, file: &Path, bytes: &[u8], d: &DatasetRe
     .unwrap_or_default();
     let digest = tessera_core::shards::sha256_hex(&key);
     root.join("datasets")
-        .join(&format!("{stem}-{}", &digest[..12]))
+        .join(&format!("{}-{}", stem(file), &digest[..12]))
+}
+
+fn stem(file: &Path) -> String {
+    file.file_stem().map_or_else(
+        || "dataset".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+/// The dataset a sweep's trials read: for a data-parallel sweep (`resources.workers` >
+/// 1), its plain Parquet file registered once under `root/datasets/` (see [`stage`]);
+/// otherwise `dataset` as it is.
+pub async fn for_sweep(
+    spec: &tessera_core::SweepSpec,
+    dataset: Option<DatasetRef>,
+    root: &Location,
+) -> Result<Option<DatasetRef>, String> {
+    match dataset {
+        #[cfg(feature = "worker")]
+        Some(d) if spec.workers > 1 => stage(d, root)
+            .await
+            .map(Some)
+            .map_err(|e| format!("cannot cut the dataset into shards: {e}")),
+        d => {
+            let _ = (spec, root);
+            Ok(d)
+        }
+    }
 }
 
 /// A data-parallel sweep's dataset as its replicas should read it: a plain local
 /// Parquet file is registered under `root/datasets/` (once: a run that finds it there
 /// reuses it) and the reference points there; a registered dataset is returned as it is.
+/// Reading, hashing and cutting the file run on a blocking thread.
 #[cfg(feature = "worker")]
 pub async fn stage(d: DatasetRef, root: &Location) -> Result<DatasetRef, String> {
     if d.registered {
         return Ok(d);
     }
     let file = std::path::PathBuf::from(&d.path);
-    let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let loc = match staged_location(root, &file, &bytes, &d) {
-        Location::Local(p) => Location::Local(std::path::absolute(&p).unwrap_or(p)),
-        s3 => s3,
-    };
+    let (root, key) = (root.clone(), d.clone());
+    let (bytes_file, loc) = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let loc = staged_location(&root, &file, &bytes, &key).absolute();
+        Ok::<_, String>((file, loc))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let file = bytes_file;
     let store = ObjectStore::open(&loc).await.map_err(|e| e.to_string())?;
     let registered = store
         .get(MANIFEST)
@@ -66,10 +95,7 @@ pub async fn stage(d: DatasetRef, root: &Location) -> Result<DatasetRef, String>
         .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
         .is_some_and(|m| m.check().is_ok());
     if !registered {
-        let name = file.file_stem().map_or_else(
-            || "dataset".to_owned(),
-            |s| s.to_string_lossy().into_owned(),
-        );
+        let name = stem(&file);
         let (shards, fraction, seed) = (
             d.shards.max(1) as usize,
             d.validation_fraction,

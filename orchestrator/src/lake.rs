@@ -119,6 +119,15 @@ impl Location {
             },
         }
     }
+
+    /// The same location, a local one made absolute, to hand to processes that may run
+    /// in another folder (workers).
+    pub fn absolute(self) -> Location {
+        match self {
+            Location::Local(p) => Location::Local(std::path::absolute(&p).unwrap_or(p)),
+            s3 => s3,
+        }
+    }
 }
 
 impl fmt::Display for Location {

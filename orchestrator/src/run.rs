@@ -271,12 +271,7 @@ pub async fn launch_sweep(l: Launch) -> Result<Launched, RunError> {
         .unwrap_or_else(|| rng::mix64(crate::actors::now_ms() as u64));
     // A data-parallel trial's replica 0 keeps a copy of its checkpoint beside the
     // results, for a retry on workers that hold none.
-    let checkpoints = (spec.workers > 1).then(|| match root.join("checkpoints") {
-        crate::lake::Location::Local(p) => {
-            std::path::absolute(&p).unwrap_or(p).display().to_string()
-        }
-        s3 => s3.to_string(),
-    });
+    let checkpoints = (spec.workers > 1).then(|| root.join("checkpoints").absolute().to_string());
     let (core, pending) = SweepCore::restore(
         spec,
         dataset,
@@ -416,23 +411,12 @@ pub async fn run_sweep(opts: RunOptions) -> Result<SweepResult, RunError> {
             d.path
         )));
     }
-    // A data-parallel sweep's Parquet file is cut into shards once, beside the results,
-    // so that each replica fetches only its own.
-    #[cfg(feature = "worker")]
-    let dataset =
-        match dataset {
-            Some(d) if spec.workers > 1 => {
-                let root = results.clone().unwrap_or_else(|| {
-                    crate::lake::Location::Local(
-                        out.parent().map_or_else(PathBuf::new, Path::to_path_buf),
-                    )
-                });
-                Some(crate::datasets::stage(d, &root).await.map_err(|e| {
-                    RunError::Sweep(format!("cannot cut the dataset into shards: {e}"))
-                })?)
-            }
-            d => d,
-        };
+    let root = results.clone().unwrap_or_else(|| {
+        crate::lake::Location::Local(out.parent().map_or_else(PathBuf::new, Path::to_path_buf))
+    });
+    let dataset = crate::datasets::for_sweep(&spec, dataset, &root)
+        .await
+        .map_err(RunError::Sweep)?;
     let workers = workers.max(1);
     let max_concurrent = spec
         .concurrent

@@ -48,33 +48,18 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
-/// Why a blocked exchange gives up: the attempt was stopped, or nothing moved for
-/// `timeout`; `None` to keep waiting.
-fn give_up(stop: Option<&AtomicBool>, idle: Instant, timeout: Duration) -> Option<io::Error> {
-    if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-        return Some(io::Error::new(
-            io::ErrorKind::Interrupted,
-            "the attempt was stopped",
-        ));
-    }
-    (idle.elapsed() >= timeout).then(|| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("nothing moved for {} s", timeout.as_secs()),
-        )
-    })
-}
-
-/// `read_exact`, waking every [`POLL`] to see whether to give up.
-fn read_full(
-    s: &mut TcpStream,
-    buf: &mut [u8],
+/// Moves `len` bytes with `step` (one `read` or `write` from an offset, returning the
+/// bytes moved), waking every [`POLL`] on a socket timeout to see whether to give up:
+/// the attempt was stopped, or nothing moved for `timeout`.
+fn pump(
+    len: usize,
+    mut step: impl FnMut(usize) -> io::Result<usize>,
     stop: Option<&AtomicBool>,
     timeout: Duration,
 ) -> io::Result<()> {
     let (mut at, mut idle) = (0, Instant::now());
-    while at < buf.len() {
-        match s.read(&mut buf[at..]) {
+    while at < len {
+        match step(at) {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -83,31 +68,17 @@ fn read_full(
             }
             Ok(n) => (at, idle) = (at + n, Instant::now()),
             Err(e) if timed_out(&e) => {
-                if let Some(e) = give_up(stop, idle, timeout) {
-                    return Err(e);
+                if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "the attempt was stopped",
+                    ));
                 }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// `write_all`, waking every [`POLL`] to see whether to give up.
-fn write_full(
-    s: &mut TcpStream,
-    buf: &[u8],
-    stop: Option<&AtomicBool>,
-    timeout: Duration,
-) -> io::Result<()> {
-    let (mut at, mut idle) = (0, Instant::now());
-    while at < buf.len() {
-        match s.write(&buf[at..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => (at, idle) = (at + n, Instant::now()),
-            Err(e) if timed_out(&e) => {
-                if let Some(e) = give_up(stop, idle, timeout) {
-                    return Err(e);
+                if idle.elapsed() >= timeout {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("nothing moved for {} s", timeout.as_secs()),
+                    ));
                 }
             }
             Err(e) => return Err(e),
@@ -218,7 +189,7 @@ impl RingHub {
         }
         let deadline = Instant::now() + timeout;
         let next_addr = resolve(&peers[(rank + 1) % world])?;
-        let next = connect(next_addr, session, rank, deadline)?;
+        let next = connect(next_addr, session, rank, deadline, cancelled)?;
         let expected = ((rank + world - 1) % world) as u64;
         let (lock, ready) = &*self.arrivals;
         let mut map = lock
@@ -236,10 +207,7 @@ impl RingHub {
                 ));
             }
             if cancelled() {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the attempt was stopped while its ring formed",
-                ));
+                return Err(stopped_while_forming());
             }
             map = ready
                 .wait_timeout(map, left.min(Duration::from_millis(100)))
@@ -258,8 +226,23 @@ fn resolve(address: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| invalid(format!("{address} resolves to no address")))
 }
 
-/// Connects to the next replica, retrying until `deadline` (it may not listen yet).
-fn connect(to: SocketAddr, session: u64, rank: usize, deadline: Instant) -> io::Result<TcpStream> {
+/// The error of a join given up because the attempt was stopped.
+fn stopped_while_forming() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Interrupted,
+        "the attempt was stopped while its ring formed",
+    )
+}
+
+/// Connects to the next replica, retrying until `deadline` (it may not listen yet, or
+/// its worker may be gone: then the attempt is stopped, and so is the retrying).
+fn connect(
+    to: SocketAddr,
+    session: u64,
+    rank: usize,
+    deadline: Instant,
+    cancelled: &dyn Fn() -> bool,
+) -> io::Result<TcpStream> {
     loop {
         match TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
             Ok(mut s) => {
@@ -267,6 +250,7 @@ fn connect(to: SocketAddr, session: u64, rank: usize, deadline: Instant) -> io::
                 return Ok(s);
             }
             Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) if cancelled() => return Err(stopped_while_forming()),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
@@ -338,8 +322,10 @@ impl Ring {
                 inbox.resize((rhi - rlo) * 4, 0);
                 let (stop, timeout) = (self.stop.as_deref(), self.timeout);
                 let sent = std::thread::scope(|scope| {
-                    let sender = scope.spawn(|| write_full(next, &out, stop, timeout));
-                    let got = read_full(prev, &mut inbox, stop, timeout);
+                    let sender =
+                        scope.spawn(|| pump(out.len(), |at| next.write(&out[at..]), stop, timeout));
+                    let len = inbox.len();
+                    let got = pump(len, |at| prev.read(&mut inbox[at..]), stop, timeout);
                     let sent = sender.join().expect("the sending thread does not panic");
                     got.and(sent)
                 });
@@ -498,6 +484,21 @@ mod tests {
         let t = Instant::now();
         let e = hub
             .join(0, &peers, 9, Duration::from_secs(30), &|| {
+                t.elapsed() > Duration::from_millis(200)
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // So does one whose next replica's worker is gone (nothing listens there).
+        let gone = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = [
+            hub.address().to_owned(),
+            gone.local_addr().unwrap().to_string(),
+        ];
+        drop(gone);
+        let t = Instant::now();
+        let e = hub
+            .join(0, &dead, 10, Duration::from_secs(30), &|| {
                 t.elapsed() > Duration::from_millis(200)
             })
             .unwrap_err();

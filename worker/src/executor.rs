@@ -13,7 +13,7 @@ use tessera_core::trial::{
     Artifact, ArtifactColumn, DatasetRef, MetricValues, REPLICAS_TABLE, ReplicaRef, TrialAssignment,
 };
 use tessera_experiments::data_parallel::{
-    Alone, CheckpointFile, CheckpointStore, Replica, train_mlp_replica,
+    Alone, CheckpointFile, CheckpointStore, Reducer, Replica, train_mlp_replica,
 };
 use tessera_experiments::dataset::Standardisation;
 use tessera_experiments::{Dataset, EpochMetrics, MlpConfig, OptimizerKind, Split, train_mlp};
@@ -46,8 +46,10 @@ impl Fetch for LocalFetch {
     }
 
     fn put(&self, location: &str, file: &str, bytes: Vec<u8>) -> Result<(), String> {
-        CheckpointFile(std::path::Path::new(location).join(file)).save(0, &bytes);
-        Ok(())
+        let path = std::path::Path::new(location).join(file);
+        CheckpointFile(path.clone())
+            .write(&bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
     fn remove(&self, location: &str, file: &str) -> Result<(), String> {
@@ -58,8 +60,9 @@ impl Fetch for LocalFetch {
 
 /// A data-parallel replica's checkpoints: a file on this worker's disk after every
 /// epoch, and (replica 0) a copy beside the sweep's results, so that a retry on workers
-/// that hold none (every replica's worker was lost) resumes too. The copy is written at
-/// most once a second and so that uploading takes at most a twentieth of the time.
+/// that hold none (every replica's worker was lost) resumes too. The copy is written on
+/// a thread of its own, so training never waits for the store: at most one at a time,
+/// at most once a second, and so that copying is busy at most a twentieth of the time.
 struct ReplicaCheckpoint {
     local: CheckpointFile,
     shared: Option<SharedCheckpoint>,
@@ -71,7 +74,52 @@ struct SharedCheckpoint {
     file: String,
     /// Whether this replica writes it (replica 0; every replica reads it).
     writes: bool,
+    /// The copy being written: when it started, and its thread (which says how long it
+    /// took).
+    copying: Option<(Instant, std::thread::JoinHandle<Duration>)>,
+    /// When the last finished copy started, and how long it took.
     last: Option<(Instant, Duration)>,
+}
+
+impl SharedCheckpoint {
+    /// Waits for the copy being written, if any.
+    fn settle(&mut self) {
+        if let Some((at, handle)) = self.copying.take() {
+            let took = handle.join().unwrap_or_default();
+            self.last = Some((at, took));
+        }
+    }
+
+    fn copy(&mut self, epoch: u64, bytes: &[u8]) {
+        if self.copying.as_ref().is_some_and(|(_, h)| !h.is_finished()) {
+            return;
+        }
+        self.settle();
+        let due = self
+            .last
+            .is_none_or(|(at, took)| at.elapsed() >= Duration::from_secs(1).max(took * 20));
+        if !due {
+            return;
+        }
+        let (fetch, location, file) =
+            (self.fetch.clone(), self.location.clone(), self.file.clone());
+        let bytes = bytes.to_vec();
+        let handle = std::thread::spawn(move || {
+            let t = Instant::now();
+            let result = match fetch.put(&location, &file, bytes) {
+                Ok(()) => "ok",
+                Err(e) => {
+                    eprintln!("epoch {epoch}: cannot copy the checkpoint beside the results: {e}");
+                    "failed"
+                }
+            };
+            crate::metrics::CHECKPOINT_COPIES
+                .with_label_values(&[result])
+                .inc();
+            t.elapsed()
+        });
+        self.copying = Some((Instant::now(), handle));
+    }
 }
 
 impl CheckpointStore for ReplicaCheckpoint {
@@ -87,34 +135,19 @@ impl CheckpointStore for ReplicaCheckpoint {
 
     fn save(&mut self, epoch: u64, bytes: &[u8]) {
         self.local.save(epoch, bytes);
-        let Some(s) = self.shared.as_mut().filter(|s| s.writes) else {
-            return;
-        };
-        let due = s
-            .last
-            .is_none_or(|(at, took)| at.elapsed() >= Duration::from_secs(1).max(took * 20));
-        if due {
-            let t = Instant::now();
-            let result = match s.fetch.put(&s.location, &s.file, bytes.to_vec()) {
-                Ok(()) => "ok",
-                Err(e) => {
-                    eprintln!("epoch {epoch}: cannot copy the checkpoint beside the results: {e}");
-                    "failed"
-                }
-            };
-            crate::metrics::CHECKPOINT_COPIES
-                .with_label_values(&[result])
-                .inc();
-            s.last = Some((Instant::now(), t.elapsed()));
+        if let Some(s) = self.shared.as_mut().filter(|s| s.writes) {
+            s.copy(epoch, bytes);
         }
     }
 }
 
 impl ReplicaCheckpoint {
-    /// The trial ended: its checkpoints are not needed any more.
+    /// The trial ended: its checkpoints are not needed any more (a copy still being
+    /// written is waited for, so that it cannot land after the removal).
     fn remove(self) {
         let _ = std::fs::remove_file(&self.local.0);
-        if let Some(s) = self.shared.filter(|s| s.writes) {
+        if let Some(mut s) = self.shared.filter(|s| s.writes) {
+            s.settle();
             let _ = s.fetch.remove(&s.location, &s.file);
         }
     }
@@ -340,8 +373,9 @@ impl BurnExecutor {
         Ok((Some(split), mine))
     }
 
-    /// A data-parallel replica's ring, joined before anything else (giving up if the
-    /// attempt is stopped meanwhile); `None` for a single-worker attempt.
+    /// A data-parallel replica's ring, joined once its data is at hand, before it trains
+    /// (giving up if the attempt is stopped meanwhile); `None` for a single-worker
+    /// attempt.
     fn join_ring(
         &self,
         a: &TrialAssignment,
@@ -391,6 +425,7 @@ impl BurnExecutor {
                 location,
                 file,
                 writes: replica.rank == 0,
+                copying: None,
                 last: None,
             }),
         }
@@ -419,11 +454,7 @@ impl BurnExecutor {
         };
         let dataset = a.dataset.as_ref().ok_or("mlp-classifier needs a dataset")?;
         let (split, mine) = self.replica_data(a, dataset)?;
-        let rows = match (&split, &mine) {
-            (Some(s), _) => s.train.len() as f64,
-            (None, Some(m)) => m.shard_rows.iter().sum::<usize>() as f64,
-            (None, None) => 0.0,
-        };
+        let rows = train_rows(split.as_deref(), mine.as_ref()) as f64;
         let ring = self.join_ring(a, reporter)?;
         let mut last = Instant::now();
         let mut on_epoch = |m: &EpochMetrics| {
@@ -679,12 +710,8 @@ impl BurnExecutor {
             // Data-parallel (`resources.workers` > 1): this replica's shards, its ring.
             let (split, mine) = self.replica_data(a, dataset)?;
             let ring = self.join_ring(a, reporter)?;
-            let train_rows = match (&split, &mine) {
-                (Some(s), _) => s.train.len(),
-                (None, Some(m)) => m.shard_rows.iter().sum(),
-                (None, None) => 0,
-            };
-            let rows = train_rows as f64 * (2 + cfg.random_subnets) as f64;
+            let rows = train_rows(split.as_deref(), mine.as_ref()) as f64
+                * (2 + cfg.random_subnets) as f64;
             let mut last = Instant::now();
             let mut on_epoch = |m: &SupernetEpoch| {
                 observe_epoch(NAS, rows, &mut last);
@@ -698,50 +725,45 @@ impl BurnExecutor {
                 reporter.report(m.epoch, &metrics) == Decision::Continue
             };
             let seed = a.request.seed;
-            let (model, shape) = match (mine, split, ring, &a.replica) {
-                (Some(mine), _, Some(mut ring), Some(replica)) => {
-                    let mut checkpoint = self.replica_checkpoint(a, replica, dataset);
+            let (model, shape) = match (mine, split) {
+                // This replica's shards (or, a registered dataset on one worker, every
+                // shard, nothing to exchange).
+                (Some(mine), _) => {
+                    let mut checkpoint =
+                        (a.replica.as_ref()).map(|r| self.replica_checkpoint(a, r, dataset));
+                    let mut ring = ring;
+                    let reducer: &mut dyn Reducer = match ring.as_mut() {
+                        Some(r) => r,
+                        None => &mut Alone,
+                    };
                     let (model, shape, steps, resumed_from) = train_supernet_replica(
                         &net,
                         &cfg,
                         &mine,
                         seed,
                         &self.device,
-                        &mut ring,
-                        Some(&mut checkpoint),
+                        reducer,
+                        checkpoint.as_mut().map(|c| c as &mut dyn CheckpointStore),
                         &mut on_epoch,
                     )
                     .map_err(|e| e.to_string())?;
-                    checkpoint.remove();
-                    reporter.artifact(replicas_table(
-                        replica,
-                        mine.shard_rows.len(),
-                        ring.bytes_sent(),
-                        steps,
-                        resumed_from,
-                    ));
+                    if let (Some(c), Some(replica), Some(ring)) = (checkpoint, &a.replica, &ring) {
+                        c.remove();
+                        reporter.artifact(replicas_table(
+                            replica,
+                            mine.shard_rows.len(),
+                            ring.bytes_sent(),
+                            steps,
+                            resumed_from,
+                        ));
+                    }
                     (model, shape)
                 }
-                // A registered dataset on one worker: every shard, nothing to exchange.
-                (Some(mine), ..) => {
-                    let (model, shape, ..) = train_supernet_replica(
-                        &net,
-                        &cfg,
-                        &mine,
-                        seed,
-                        &self.device,
-                        &mut Alone,
-                        None,
-                        &mut on_epoch,
-                    )
-                    .map_err(|e| e.to_string())?;
-                    (model, shape)
-                }
-                (None, Some(split), ..) => {
+                (None, Some(split)) => {
                     train_supernet(&net, &cfg, &split, seed, &self.device, &mut on_epoch)
                         .map_err(|e| e.to_string())?
                 }
-                (None, None, ..) => return Err("no training data".into()),
+                (None, None) => return Err("no training data".into()),
             };
             let one = |v: u32| ArtifactColumn::I64(vec![i64::from(v)]);
             reporter.artifact(table(
@@ -1041,6 +1063,15 @@ impl TrialExecutor for BurnExecutor {
             METALIC => self.run_metalic(a, reporter),
             other => Err(format!("unknown program `{other}`")),
         }
+    }
+}
+
+/// Training rows of the trial: the whole split's, or all shards' of a registered one.
+fn train_rows(split: Option<&Split>, mine: Option<&Replica>) -> usize {
+    match (split, mine) {
+        (Some(s), _) => s.train.len(),
+        (None, Some(m)) => m.shard_rows.iter().sum(),
+        (None, None) => 0,
     }
 }
 

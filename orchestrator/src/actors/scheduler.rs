@@ -2,7 +2,7 @@
 //! and GPUs of each worker, in-process or remote. Placement is the pure function
 //! [`place`], fairness between sweeps the pure function [`fair_order`].
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tessera_core::trial::{ReplicaRef, TrialAssignment, TrialId, replica_lease};
@@ -128,7 +128,7 @@ pub struct Need {
     /// continues from its checkpoint on the workers that are left, or any attempt when
     /// fewer than `workers` able workers are connected at all (0: `workers`).
     pub min_workers: u32,
-    /// Whether it is a retry (an earlier attempt failed or lost a worker).
+    /// Whether it is a retry (an earlier attempt failed, or was lost with a worker).
     pub retry: bool,
 }
 
@@ -288,6 +288,9 @@ pub struct SchedulerState {
     queue: VecDeque<Queued>,
     workers: Vec<(SlotView, WorkerLink)>,
     in_flight: HashMap<u64, InFlight>,
+    /// Trials (by sweep) whose attempt was lost with a worker: their next submission is
+    /// a retry (it keeps its attempt number, as a crash is not a failed attempt).
+    requeued: HashSet<(String, TrialId)>,
     myself: ActorRef<SchedulerMsg>,
 }
 
@@ -417,10 +420,12 @@ impl SchedulerState {
     fn lose(&mut self, lease: u64) {
         if let Some(InFlight {
             attempt,
+            sweep_id,
             sweep: Some((sweep, trial_id)),
             ..
         }) = self.in_flight.remove(&lease)
         {
+            self.requeued.insert((sweep_id, trial_id));
             for l in self.leases_where(|_, f| f.attempt == attempt) {
                 self.stop(l);
                 // Its slots come back when the replica ends; its sweep hears once.
@@ -481,6 +486,7 @@ impl Actor for SchedulerActor {
             queue: VecDeque::new(),
             workers: Vec::new(),
             in_flight: HashMap::new(),
+            requeued: HashSet::new(),
             myself,
         })
     }
@@ -551,7 +557,10 @@ impl Actor for SchedulerActor {
                 sweep,
             } => {
                 let dataset = assignment.dataset.as_ref().map(|d| d.path.clone());
-                let retry = assignment.attempt > 1;
+                let requeued = state
+                    .requeued
+                    .remove(&(sweep_id.clone(), assignment.request.trial_id));
+                let retry = assignment.attempt > 1 || requeued;
                 state.queue.push_back(Queued {
                     queued_at: std::time::Instant::now(),
                     sweep_id,
@@ -569,6 +578,7 @@ impl Actor for SchedulerActor {
             }
             SchedulerMsg::SlotFreed { lease } => state.free(lease),
             SchedulerMsg::Cancel { sweep_id, leases } => {
+                state.requeued.retain(|(s, _)| *s != sweep_id);
                 let mut dropped = Vec::new();
                 state.queue.retain(|q| {
                     let keep = q.sweep_id != sweep_id;

@@ -50,7 +50,12 @@ pub type OnFreed = Box<dyn FnOnce() + Send>;
 struct Reporter {
     history: Arc<Mutex<Vec<StepReport>>>,
     artifacts: Arc<Mutex<Vec<Artifact>>>,
+    /// Set when the attempt is cancelled or over its time limit.
     stop: Arc<AtomicBool>,
+    /// Whether the sweep decided to stop it early (kept apart from `stop`: a
+    /// data-parallel ring gives up its exchange on `stop`, but an early stop must still
+    /// reach the other replicas through that exchange).
+    decided_stop: bool,
     wants_decisions: bool,
     decide: Decide,
 }
@@ -64,16 +69,14 @@ impl TrialReporter for Reporter {
                 metrics: metrics.clone(),
             });
         }
-        if self.stop.load(Ordering::Relaxed) {
+        if self.decided_stop || self.stop.load(Ordering::Relaxed) {
             return Decision::Stop;
         }
         if !self.wants_decisions {
             return Decision::Continue;
         }
         let d = (self.decide)(step, metrics);
-        if d == Decision::Stop {
-            self.stop.store(true, Ordering::Relaxed);
-        }
+        self.decided_stop = d == Decision::Stop;
         d
     }
 
@@ -154,6 +157,7 @@ pub fn spawn_attempt(
         history,
         artifacts,
         stop: stop.clone(),
+        decided_stop: false,
         wants_decisions: assignment.wants_decisions,
         decide,
     };

@@ -101,17 +101,7 @@ impl GatewayState {
         let spec = parse_sweep(&reg.out.join(SPEC_FILE).display().to_string(), &source)
             .map_err(|e| e.to_string())?;
         let dataset = resolve_dataset(&spec, &reg.base_dir);
-        // A data-parallel sweep's Parquet file is cut into shards once, beside the
-        // results, so that each replica fetches only its own.
-        #[cfg(feature = "worker")]
-        let dataset = match dataset {
-            Some(d) if spec.workers > 1 => Some(
-                crate::datasets::stage(d, &self.opts.results)
-                    .await
-                    .map_err(|e| format!("cannot cut the dataset into shards: {e}"))?,
-            ),
-            d => d,
-        };
+        let dataset = crate::datasets::for_sweep(&spec, dataset, &self.opts.results).await?;
         let name = spec.name.clone();
         let metric = spec.objective.metric.clone();
         let max_concurrent = spec.concurrent.map_or(1024, u64::from);
