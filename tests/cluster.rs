@@ -525,6 +525,24 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Namespace `n`, or `None` (with a loud line) where this user cannot create one;
+    /// under CI, where the tests run as root, that is a failure.
+    fn or_skip(n: u8) -> Option<Netns> {
+        match Netns::create(n) {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                let msg = format!(
+                    "PARTITION TEST NOT RUN: cannot create a network namespace ({e}); run as root (CI does)"
+                );
+                eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+                assert!(std::env::var_os("CI").is_none(), "{msg}");
+                None
+            }
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         ip(&["link", "del", &self.host_if]);
@@ -534,16 +552,8 @@ impl Drop for Netns {
 
 #[test]
 fn a_partitioned_worker_is_detected_by_heartbeats_and_its_late_results_are_ignored() {
-    let ns = match Netns::create(7) {
-        Ok(ns) => ns,
-        Err(e) => {
-            let msg = format!(
-                "PARTITION TEST NOT RUN: cannot create a network namespace ({e}); run as root (CI does)"
-            );
-            eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
-            assert!(std::env::var_os("CI").is_none(), "{msg}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip(7) else {
+        return;
     };
     let port = free_port();
     let mut c = Cluster::on(&format!("0.0.0.0:{port}"), &format!("198.18.7.1:{port}"));
@@ -610,16 +620,8 @@ fn a_partitioned_worker_is_detected_by_heartbeats_and_its_late_results_are_ignor
 /// exactly once, also after the link comes back.
 #[test]
 fn a_data_parallel_trial_cut_by_a_partition_resumes_on_the_workers_left() {
-    let ns = match Netns::create(8) {
-        Ok(ns) => ns,
-        Err(e) => {
-            let msg = format!(
-                "PARTITION TEST NOT RUN: cannot create a network namespace ({e}); run as root (CI does)"
-            );
-            eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
-            assert!(std::env::var_os("CI").is_none(), "{msg}");
-            return;
-        }
+    let Some(ns) = Netns::or_skip(8) else {
+        return;
     };
     let port = free_port();
     let (host, inside) = ("198.18.8.1", "198.18.8.2");

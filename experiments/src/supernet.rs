@@ -352,6 +352,29 @@ pub struct SupernetEpoch {
     pub val_accuracy_smallest: f64,
 }
 
+impl SupernetEpoch {
+    /// Epoch `epoch`'s figures: its mean training loss, and the validation accuracy of
+    /// the largest and the smallest sub-network of `model` on `valid`.
+    fn of(
+        epoch: u64,
+        train_loss: f64,
+        (model, net, shape): (&SuperNetwork, &Supernet, &Shape),
+        [largest, smallest]: [&Arch; 2],
+        valid: &Dataset,
+        device: &Device,
+    ) -> Self {
+        let acc = |arch: &Arch| {
+            correct(model, net, shape, arch, valid, device) as f64 / valid.len().max(1) as f64
+        };
+        Self {
+            epoch,
+            train_loss,
+            val_accuracy: acc(largest),
+            val_accuracy_smallest: acc(smallest),
+        }
+    }
+}
+
 /// Super-network training settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupernetTraining {
@@ -513,16 +536,14 @@ pub fn train_supernet(
             model = optim.step(cfg.learning_rate, model, grads);
         }
         let eval = model.valid();
-        let acc = |arch: &Arch| {
-            correct(&eval, net, &shape, arch, &split.valid, device) as f64
-                / split.valid.len() as f64
-        };
-        let m = SupernetEpoch {
+        let m = SupernetEpoch::of(
             epoch,
-            train_loss: loss_sum / steps.max(1) as f64,
-            val_accuracy: acc(&largest),
-            val_accuracy_smallest: acc(&smallest),
-        };
+            loss_sum / steps.max(1) as f64,
+            (&eval, net, &shape),
+            [&largest, &smallest],
+            &split.valid,
+            device,
+        );
         if !on_epoch(&m) {
             return Ok((eval, shape));
         }
@@ -667,16 +688,14 @@ pub fn train_supernet_replica(
             steps += 1;
         }
         let eval = model.valid();
-        let acc = |arch: &Arch| {
-            correct(&eval, net, &shape, arch, &replica.valid, device) as f64
-                / replica.valid.len() as f64
-        };
-        let m = SupernetEpoch {
+        let m = SupernetEpoch::of(
             epoch,
-            train_loss: loss_sum / batches.per_epoch.max(1) as f64,
-            val_accuracy: acc(&largest),
-            val_accuracy_smallest: acc(&smallest),
-        };
+            loss_sum / batches.per_epoch.max(1) as f64,
+            (&eval, net, &shape),
+            [&largest, &smallest],
+            &replica.valid,
+            device,
+        );
         history.push([m.train_loss, m.val_accuracy, m.val_accuracy_smallest, 0.0]);
         if let Some(store) = checkpoint.as_deref_mut() {
             save(store, epoch, steps, &history, &model, &optim)?;
