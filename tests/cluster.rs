@@ -708,22 +708,10 @@ fn a_data_parallel_trial_cut_by_a_partition_resumes_on_the_workers_left() {
     let seen: BTreeSet<u64> = (0..t.height()).map(|i| ids.get(i).unwrap()).collect();
     assert_eq!((seen.len(), t.height()), (3, 3), "each trial once");
     // The cut trial resumed from a checkpoint on the two local workers.
-    let r = read_table(&dir, "replicas").unwrap();
-    let (rid, rw, from) = (
-        r.column("trial_id").unwrap().u64().unwrap().clone(),
-        r.column("worker").unwrap().str().unwrap().clone(),
-        r.column("resumed_from_epoch")
-            .unwrap()
-            .i64()
-            .unwrap()
-            .clone(),
-    );
-    let resumed: Vec<(u64, String)> = (0..r.height())
-        .filter(|i| from.get(*i).unwrap() > 0)
-        .map(|i| (rid.get(i).unwrap(), rw.get(i).unwrap().to_owned()))
-        .collect();
+    let (rows, r) = replica_rows(&dir);
+    let resumed: Vec<&(u64, String, i64)> = rows.iter().filter(|row| row.2 > 0).collect();
     assert_eq!(resumed.len(), 2, "{r}");
-    assert!(resumed.iter().all(|(_, w)| w != "remote"), "{r}");
+    assert!(resumed.iter().all(|row| row.1 != "remote"), "{r}");
     eprintln!(
         "partition: the cut trial finished {:.1} s after the cut; replicas:\n{r}",
         resumed_after.as_secs_f64()
@@ -1090,21 +1078,10 @@ fn a_data_parallel_trial_whose_workers_all_die_resumes_from_the_results() {
     assert_eq!(s["sweeps"][0]["state"], "complete", "{s}");
     assert_eq!(s["sweeps"][0]["finished"], 2, "{s}");
     let dir = c.run_dir(&id);
-    let r = read_table(&dir, "replicas").unwrap();
-    let (rw, from) = (
-        r.column("worker").unwrap().str().unwrap().clone(),
-        r.column("resumed_from_epoch")
-            .unwrap()
-            .i64()
-            .unwrap()
-            .clone(),
-    );
-    let resumed: Vec<(String, i64)> = (0..r.height())
-        .filter(|i| from.get(*i).unwrap() > 0)
-        .map(|i| (rw.get(i).unwrap().to_owned(), from.get(i).unwrap()))
-        .collect();
+    let (rows, r) = replica_rows(&dir);
+    let resumed: Vec<&(u64, String, i64)> = rows.iter().filter(|row| row.2 > 0).collect();
     assert_eq!(resumed.len(), 2, "{r}");
-    assert!(resumed.iter().all(|(w, _)| !busy.contains(w)), "{r}");
+    assert!(resumed.iter().all(|row| !busy.contains(&row.1)), "{r}");
     // The copy is removed once the trial is recorded (a temporary file of a copy cut
     // short by the kill may stay; it is never read).
     let left = std::fs::read_dir(dir.join("checkpoints"))
@@ -1174,20 +1151,13 @@ fn data_parallel_with_a_killed_worker(k: usize, min_workers: Option<usize>) {
     assert_eq!(seen.len(), 4);
     // Each trial's replicas ran on distinct worker processes: K of them, or (elastic)
     // the K - 1 left once one was killed.
-    let r = read_table(&dir, "replicas").unwrap();
-    let col = |name: &str| r.column(name).unwrap().clone();
-    let (rid, rw, resumed) = (col("trial_id"), col("worker"), col("resumed_from_epoch"));
-    let (rid, rw, resumed) = (
-        rid.u64().unwrap(),
-        rw.str().unwrap(),
-        resumed.i64().unwrap(),
-    );
+    let (rows, r) = replica_rows(&dir);
     let mut by_trial: std::collections::BTreeMap<u64, (BTreeSet<String>, Vec<i64>)> =
         Default::default();
-    for i in 0..r.height() {
-        let e = by_trial.entry(rid.get(i).unwrap()).or_default();
-        assert!(e.0.insert(rw.get(i).unwrap().to_owned()), "{r}");
-        e.1.push(resumed.get(i).unwrap());
+    for (id, worker, from) in rows {
+        let e = by_trial.entry(id).or_default();
+        assert!(e.0.insert(worker), "{r}");
+        e.1.push(from);
     }
     assert_eq!(by_trial.len(), 4, "{r}");
     let sizes: Vec<usize> = by_trial.values().map(|(w, _)| w.len()).collect();
@@ -1213,6 +1183,29 @@ fn data_parallel_with_a_killed_worker(k: usize, min_workers: Option<usize>) {
     );
     assert!(!workers.contains(&busy), "{r}");
     assert_eq!(workers.len(), if min_workers.is_some() { k - 1 } else { k });
+}
+
+/// The `replicas` table of the run in `dir`: its rows as (trial, worker, epoch resumed
+/// from), and the table printed, for messages.
+fn replica_rows(dir: &Path) -> (Vec<(u64, String, i64)>, String) {
+    let r = read_table(dir, "replicas").unwrap();
+    let col = |name: &str| r.column(name).unwrap().clone();
+    let (id, worker, from) = (col("trial_id"), col("worker"), col("resumed_from_epoch"));
+    let (id, worker, from) = (
+        id.u64().unwrap(),
+        worker.str().unwrap(),
+        from.i64().unwrap(),
+    );
+    let rows = (0..r.height())
+        .map(|i| {
+            (
+                id.get(i).unwrap(),
+                worker.get(i).unwrap().to_owned(),
+                from.get(i).unwrap(),
+            )
+        })
+        .collect();
+    (rows, r.to_string())
 }
 
 /// `(status code, body)` of `GET path` on a local port.

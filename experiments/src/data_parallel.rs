@@ -373,37 +373,39 @@ pub fn train_mlp_replica(
         })
         .collect();
     let (x_valid, y_valid) = to_tensors(&replica.valid, device);
-    let mut steps = 0u64;
     let mut floats_per_step = 0;
     let n_params = parameter_count(&model);
-    let mut history: Vec<[f64; 4]> = Vec::new();
-    let mut first_epoch = 1;
-    let mut resumed_from = 0;
-    if let Some(store) = checkpoint.as_deref_mut() {
-        let resumed;
-        (model, resumed) = resume(reducer, store, model, &mut optim, cfg.epochs, device)?;
-        if let Some(r) = resumed {
-            (steps, history) = (r.steps, r.history);
-            let stopped = replay(reducer, &history, |epoch, h| {
-                on_epoch(&EpochMetrics {
-                    epoch,
-                    train_loss: h[0],
-                    train_accuracy: h[1],
-                    val_loss: h[2],
-                    val_accuracy: h[3],
-                })
-            })?;
-            if let Some(epoch) = stopped {
-                return finish(epoch, steps, 0, floats_per_step, &model, r.epoch);
-            }
-            first_epoch = r.epoch + 1;
-            resumed_from = r.epoch;
-        }
+    let start;
+    (model, start) = restore(
+        reducer,
+        checkpoint.as_deref_mut(),
+        model,
+        &mut optim,
+        cfg.epochs,
+        device,
+        |epoch, h| {
+            on_epoch(&EpochMetrics {
+                epoch,
+                train_loss: h[0],
+                train_accuracy: h[1],
+                val_loss: h[2],
+                val_accuracy: h[3],
+            })
+        },
+    )?;
+    let Start {
+        after: resumed_from,
+        mut steps,
+        mut history,
+        stopped,
+    } = start;
+    if let Some(epoch) = stopped {
+        return finish(epoch, steps, 0, floats_per_step, &model, resumed_from);
     }
 
     let sync_every = cfg.sync_every.max(1);
     let mut batches = 0u64;
-    for epoch in first_epoch..=cfg.epochs {
+    for epoch in resumed_from + 1..=cfg.epochs {
         let orders = batches_of.orders(seed, epoch);
         let (mut loss_sum, mut hits) = (0.0, 0.0);
         // The gradients, loss and hits of the batches since the last exchange.
@@ -525,15 +527,40 @@ pub fn train_mlp_replica(
     )
 }
 
-/// Where a resumed run starts: after `epoch`, `steps` optimizer steps in, with the
-/// finished epochs' metrics.
-pub struct Resumed {
-    /// The last finished epoch.
-    pub epoch: u64,
+/// Where a run starts: afresh (all zero), or after the checkpoint its replicas agreed on.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// The last finished epoch (0: none).
+    pub after: u64,
     /// Optimizer steps taken by then.
     pub steps: u64,
     /// Per finished epoch, the four figures the trainer keeps.
     pub history: Vec<[f64; 4]>,
+    /// The epoch at which the finished epochs, reported again, made the run stop.
+    pub stopped: Option<u64>,
+}
+
+/// The start of a data-parallel run: with a checkpoint store, the replicas resume from
+/// the newest checkpoint any of them reads ([`resume`]) and report its finished epochs
+/// again through `report` ([`replay`]); without one, or with none found, a fresh start.
+pub fn restore<'s, M: Module>(
+    reducer: &mut dyn Reducer,
+    checkpoint: Option<&mut (dyn CheckpointStore + 's)>,
+    model: M,
+    optim: &mut FlatOptimizer,
+    max_epoch: u64,
+    device: &Device,
+    report: impl FnMut(u64, &[f64; 4]) -> bool,
+) -> Result<(M, Start), TrainError> {
+    let Some(store) = checkpoint else {
+        return Ok((model, Start::default()));
+    };
+    let (model, resumed) = resume(reducer, store, model, optim, max_epoch, device)?;
+    let Some(start) = resumed else {
+        return Ok((model, Start::default()));
+    };
+    let stopped = replay(reducer, &start.history, report)?;
+    Ok((model, Start { stopped, ..start }))
 }
 
 /// At the start of a data-parallel run with a checkpoint store: the replicas agree on
@@ -541,14 +568,14 @@ pub struct Resumed {
 /// `max_epoch`, none of another model or optimizer), its holder sends it to the others
 /// through `reducer`, and `model` and `optim` take its state. `None`: no replica has
 /// one, and all start afresh.
-pub fn resume<M: Module>(
+fn resume<M: Module>(
     reducer: &mut dyn Reducer,
     store: &mut dyn CheckpointStore,
     model: M,
     optim: &mut FlatOptimizer,
     max_epoch: u64,
     device: &Device,
-) -> Result<(M, Option<Resumed>), TrainError> {
+) -> Result<(M, Option<Start>), TrainError> {
     let n_params = parameter_count(&model);
     let state_len = n_params + optim.state_len(n_params);
     let mine = store
@@ -599,17 +626,18 @@ pub fn resume<M: Module>(
     optim.import(&state[n_params..], device);
     Ok((
         set_parameters(model, params),
-        Some(Resumed {
-            epoch: newest,
+        Some(Start {
+            after: newest,
             steps: v[0] as u64,
             history,
+            stopped: None,
         }),
     ))
 }
 
 /// Reports a resumed run's finished epochs again, from its `history`: `report` returns
 /// `false` to stop, and every replica stops together. Returns the epoch it stopped at.
-pub fn replay(
+fn replay(
     reducer: &mut dyn Reducer,
     history: &[[f64; 4]],
     mut report: impl FnMut(u64, &[f64; 4]) -> bool,

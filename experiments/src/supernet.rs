@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
@@ -470,6 +470,38 @@ pub fn latency_ms(
     )
 }
 
+/// One step's sandwich: the largest and the smallest sub-network, then `random` ones
+/// drawn with `rng`.
+fn sandwich(net: &Supernet, ends: [&Arch; 2], random: usize, rng: &mut Rng) -> Vec<Arch> {
+    let choices = net.choices();
+    let mut archs = vec![ends[0].clone(), ends[1].clone()];
+    archs.extend((0..random).map(|_| {
+        let genome: Genome = choices
+            .iter()
+            .map(|c| rng.below(u64::from(*c)) as u32)
+            .collect();
+        net.decode(&genome)
+    }));
+    archs
+}
+
+/// The summed cross-entropy of the sub-networks `archs` of `model` on `x` and `y`.
+fn sandwich_loss(
+    model: &SuperNetwork,
+    net: &Supernet,
+    shape: &Shape,
+    archs: &[Arch],
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+    loss_fn: &CrossEntropyLoss,
+) -> Tensor<1> {
+    archs
+        .iter()
+        .map(|arch| loss_fn.forward(model.forward(net, shape, arch, x.clone()), y.clone()))
+        .reduce(|acc, l| acc + l)
+        .expect("a sandwich holds at least the largest and the smallest sub-network")
+}
+
 /// Trains the super-network of `net` on `split.train` with the sandwich rule,
 /// reporting after every epoch (`on_epoch` returns `false` to stop). Returns the model
 /// and the data shape.
@@ -500,13 +532,6 @@ pub fn train_supernet(
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let (x_train, y_train) = tensors(&split.train, &ad);
-    let choices = net.choices();
-    let random = |rng: &mut Rng| -> Genome {
-        choices
-            .iter()
-            .map(|c| rng.below(u64::from(*c)) as u32)
-            .collect()
-    };
     let (largest, smallest) = (net.decode(&net.largest()), net.decode(&net.smallest()));
     let n = split.train.len();
     let mut order: Vec<i64> = (0..n as i64).collect();
@@ -519,17 +544,13 @@ pub fn train_supernet(
                 Tensor::<1, Int>::from_data(TensorData::new(chunk.to_vec(), [chunk.len()]), &ad);
             let x = x_train.clone().select(0, idx.clone());
             let y = y_train.clone().select(0, idx);
-            let mut archs = vec![largest.clone(), smallest.clone()];
-            archs.extend((0..cfg.random_subnets).map(|_| net.decode(&random(&mut arch_rng))));
-            let mut loss: Option<Tensor<1>> = None;
-            for arch in &archs {
-                let l = loss_fn.forward(model.forward(net, &shape, arch, x.clone()), y.clone());
-                loss = Some(match loss {
-                    Some(acc) => acc + l,
-                    None => l,
-                });
-            }
-            let Some(loss) = loss else { continue };
+            let archs = sandwich(
+                net,
+                [&largest, &smallest],
+                cfg.random_subnets,
+                &mut arch_rng,
+            );
+            let loss = sandwich_loss(&model, net, &shape, &archs, x, y, &loss_fn);
             loss_sum += f64::from(loss.clone().detach().into_scalar::<f32>()) / per_step as f64;
             steps += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -572,7 +593,7 @@ pub fn train_supernet_replica(
     mut checkpoint: Option<&mut dyn crate::data_parallel::CheckpointStore>,
     on_epoch: &mut dyn FnMut(&SupernetEpoch) -> bool,
 ) -> Result<(SuperNetwork, Shape, u64, u64), TrainError> {
-    use crate::data_parallel::{Batches, agree_to_stop, exchange_failed, replay, resume, save};
+    use crate::data_parallel::{Batches, Start, agree_to_stop, exchange_failed, restore, save};
     use crate::optim::{FlatAdam, FlatOptimizer, flat_gradient};
     let Some((_, first)) = replica.shards.first() else {
         return Err(TrainError::Data("this replica holds no shard".into()));
@@ -603,34 +624,37 @@ pub fn train_supernet_replica(
         .map(|(_, d)| tensors(d, &ad))
         .collect();
     let batches = Batches::new(replica, cfg.batch_size);
-    let choices = net.choices();
     let (largest, smallest) = (net.decode(&net.largest()), net.decode(&net.smallest()));
     let per_step = 2 + cfg.random_subnets;
-    let mut steps = 0u64;
     // Per finished epoch: train loss, the largest and the smallest sub-network's
     // validation accuracy (and a spare figure).
-    let mut history: Vec<[f64; 4]> = Vec::new();
-    let (mut first_epoch, mut resumed_from) = (1, 0);
-    if let Some(store) = checkpoint.as_deref_mut() {
-        let resumed;
-        (model, resumed) = resume(reducer, store, model, &mut optim, cfg.epochs, device)?;
-        if let Some(r) = resumed {
-            (steps, history) = (r.steps, r.history);
-            let stopped = replay(reducer, &history, |epoch, h| {
-                on_epoch(&SupernetEpoch {
-                    epoch,
-                    train_loss: h[0],
-                    val_accuracy: h[1],
-                    val_accuracy_smallest: h[2],
-                })
-            })?;
-            if stopped.is_some() {
-                return Ok((model.valid(), shape, steps, r.epoch));
-            }
-            (first_epoch, resumed_from) = (r.epoch + 1, r.epoch);
-        }
+    let start;
+    (model, start) = restore(
+        reducer,
+        checkpoint.as_deref_mut(),
+        model,
+        &mut optim,
+        cfg.epochs,
+        device,
+        |epoch, h| {
+            on_epoch(&SupernetEpoch {
+                epoch,
+                train_loss: h[0],
+                val_accuracy: h[1],
+                val_accuracy_smallest: h[2],
+            })
+        },
+    )?;
+    let Start {
+        after: resumed_from,
+        mut steps,
+        mut history,
+        stopped,
+    } = start;
+    if stopped.is_some() {
+        return Ok((model.valid(), shape, steps, resumed_from));
     }
-    for epoch in first_epoch..=cfg.epochs {
+    for epoch in resumed_from + 1..=cfg.epochs {
         let orders = batches.orders(seed, epoch);
         let mut loss_sum = 0.0;
         for step in 0..batches.per_epoch {
@@ -639,14 +663,12 @@ pub fn train_supernet_replica(
                 seed,
                 (epoch << 32) ^ ((step as u64) << 4) ^ 0x5A4D,
             ));
-            let mut archs = vec![largest.clone(), smallest.clone()];
-            archs.extend((0..cfg.random_subnets).map(|_| {
-                let genome: Genome = choices
-                    .iter()
-                    .map(|c| arch_rng.below(u64::from(*c)) as u32)
-                    .collect();
-                net.decode(&genome)
-            }));
+            let archs = sandwich(
+                net,
+                [&largest, &smallest],
+                cfg.random_subnets,
+                &mut arch_rng,
+            );
             let (mut xs, mut ys) = (Vec::new(), Vec::new());
             for (pos, _, take) in batches.local(&orders, step) {
                 let rows = take.len();
@@ -657,17 +679,8 @@ pub fn train_supernet_replica(
             let local: usize = ys.iter().map(|y| y.dims()[0]).sum();
             let mut flat = if local > 0 {
                 let (x, y) = (Tensor::cat(xs, 0), Tensor::cat(ys, 0));
-                let mut loss: Option<Tensor<1>> = None;
-                for arch in &archs {
-                    let l = loss_fn.forward(model.forward(net, &shape, arch, x.clone()), y.clone());
-                    loss = Some(match loss {
-                        Some(acc) => acc + l,
-                        None => l,
-                    });
-                }
                 // This replica's share of the global batch's mean loss, per sub-network.
-                let loss = loss
-                    .ok_or_else(|| TrainError::Data("no sub-network to train".into()))?
+                let loss = sandwich_loss(&model, net, &shape, &archs, x, y, &loss_fn)
                     .mul_scalar(local as f64 / batches.global_rows(step) as f64);
                 let local_loss = loss.clone().detach().into_scalar::<f32>();
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
