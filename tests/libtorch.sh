@@ -48,7 +48,8 @@ except m.PackageNotFoundError: pass" "$1"
 
 # ---- 2. pip install (skipped when already satisfied) ---------------------------------------
 SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-PIP=("$VPY" -m pip install --disable-pip-version-check ${PIP_EXTRA_ARGS:-})
+# --no-cache-dir: the torch wheel is ~900 MB; caching it as well would double the disk it needs.
+PIP=("$VPY" -m pip install --disable-pip-version-check --no-cache-dir ${PIP_EXTRA_ARGS:-})
 
 # torch itself, always --no-deps: its Python deps (sympy, networkx, jinja2, fsspec, triton, ...)
 # are useless for LibTorch/C++ use. Consequence: `import torch` does NOT work in this venv.
