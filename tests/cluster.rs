@@ -647,8 +647,7 @@ fn a_data_parallel_trial_cut_by_a_partition_resumes_on_the_workers_left() {
         .args(local.get_args())
         .envs(local.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let remote = Proc::spawn(cmd, c.path("worker-remote.log"));
-    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../experiments/data/digits/digits.parquet");
+    let data = digits();
     let yaml = format!(
         "version: 1\nname: dp-cut\nkind: random\nseed: 5\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 6 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 66\n  epochs: 300\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 3, max_attempts: 3 }}\nresources: {{ workers: 3, min_workers: 2 }}\n",
         data.display()
@@ -995,8 +994,7 @@ fn a_nas_sweep_runs_on_worker_nodes_with_the_supernet_shipped_to_them() {
     let mut c = Cluster::new();
     c.add_worker("w1", 1);
     c.add_worker("w2", 1);
-    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../experiments/data/digits/digits.parquet");
+    let data = digits();
     let yaml = format!(
         "version: 1\nname: nas-cluster\nkind: nas\nseed: 2\ndataset: {{ path: {} }}\nnas:\n  supernet: {{ family: mlp, depth: [1, 2], width: [16, 32, 64] }}\n  training: {{ epochs: 2 }}\n  objectives:\n    - {{ metric: accuracy, goal: maximize }}\n    - {{ metric: latency_ms, goal: minimize }}\n  population: 6\n  evaluations: 12\n  shards: 2\n  batch: 3\n  predictor_generations: 5\n",
         data.display()
@@ -1046,8 +1044,7 @@ fn a_data_parallel_trial_whose_workers_all_die_resumes_from_the_results() {
     for w in ["w1", "w2", "w3", "w4"] {
         c.add_worker(w, 1);
     }
-    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../experiments/data/digits/digits.parquet");
+    let data = digits();
     let yaml = format!(
         "version: 1\nname: dp-all-lost\nkind: random\nseed: 6\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 4 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 64\n  epochs: 300\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 2, concurrent: 1, max_attempts: 3 }}\nresources: {{ workers: 2 }}\n",
         data.display()
@@ -1102,8 +1099,7 @@ fn data_parallel_with_a_killed_worker(k: usize, min_workers: Option<usize>) {
     for w in ["w1", "w2", "w3"] {
         c.add_worker(w, 1);
     }
-    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../experiments/data/digits/digits.parquet");
+    let data = digits();
     let min = min_workers.map_or(String::new(), |m| format!(", min_workers: {m}"));
     let yaml = format!(
         "version: 1\nname: dp-cluster\nkind: random\nseed: 4\nprogram: mlp-classifier\ndataset: {{ path: {}, shards: 6 }}\nspace:\n  lr: {{ float: [0.003, 0.02], scale: log }}\n  width: 64\n  batch_size: 66\n  epochs: 200\nobjective: {{ metric: val_accuracy, goal: maximize }}\nbudget: {{ trials: 4, max_attempts: 3 }}\nresources: {{ workers: {k}{min} }}\n",
@@ -1183,6 +1179,11 @@ fn data_parallel_with_a_killed_worker(k: usize, min_workers: Option<usize>) {
     );
     assert!(!workers.contains(&busy), "{r}");
     assert_eq!(workers.len(), if min_workers.is_some() { k - 1 } else { k });
+}
+
+/// The digits dataset the data-parallel tests train on.
+fn digits() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments/data/digits/digits.parquet")
 }
 
 /// The `replicas` table of the run in `dir`: its rows as (trial, worker, epoch resumed
