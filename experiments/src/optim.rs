@@ -75,44 +75,24 @@ pub fn flat_parameters<M: Module>(module: &M) -> Tensor<1> {
     Tensor::cat(values.0, 0)
 }
 
-/// Subtracts consecutive slices of `delta` from the parameters, in visiting order.
-struct Apply {
-    delta: Tensor<1>,
+/// Hands each float parameter, in visiting order, the next slice of `values`: subtracted
+/// from its value (an optimizer's update) or in place of it (a restored checkpoint).
+struct Splice {
+    values: Tensor<1>,
     offset: usize,
+    subtract: bool,
 }
 
-impl ModuleMapper for Apply {
+impl ModuleMapper for Splice {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let value = tensor.inner();
         let shape = value.shape();
         let n = shape.num_elements();
-        let part = self.delta.clone().narrow(0, self.offset, n).reshape(shape);
-        self.offset += n;
-        let mut updated = Tensor::from_inner(value - part);
-        if require_grad {
-            updated = updated.require_grad();
-        }
-        Param::from_mapped_value(id, updated, mapper)
-    }
-}
-
-/// Replaces every float parameter's value with consecutive slices of `values`.
-struct Assign {
-    values: Tensor<1>,
-    offset: usize,
-}
-
-impl ModuleMapper for Assign {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let shape = tensor.shape();
-        let n = shape.num_elements();
         let part = self.values.clone().narrow(0, self.offset, n).reshape(shape);
         self.offset += n;
-        let mut updated = Tensor::from_inner(part);
+        let mut updated = Tensor::from_inner(if self.subtract { value - part } else { part });
         if require_grad {
             updated = updated.require_grad();
         }
@@ -123,7 +103,20 @@ impl ModuleMapper for Assign {
 /// `module` with its parameters set from the flat vector `values` (visiting order, as
 /// [`flat_parameters`] gives them), on the inner device.
 pub fn set_parameters<M: Module>(module: M, values: Tensor<1>) -> M {
-    module.map(&mut Assign { values, offset: 0 })
+    module.map(&mut Splice {
+        values,
+        offset: 0,
+        subtract: false,
+    })
+}
+
+/// `module` with the flat vector `delta` (visiting order) subtracted from its parameters.
+fn subtract<M: Module>(module: M, delta: Tensor<1>) -> M {
+    module.map(&mut Splice {
+        values: delta,
+        offset: 0,
+        subtract: true,
+    })
 }
 
 fn floats(t: &Tensor<1>) -> Vec<f32> {
@@ -202,7 +195,7 @@ impl FlatAdam {
             .div(v.clone().sqrt().add_scalar(self.epsilon * bias_2_sqrt))
             .mul_scalar(lr * bias_2_sqrt / bias_1);
         self.moments = Some((m, v));
-        module.map(&mut Apply { delta, offset: 0 })
+        subtract(module, delta)
     }
 }
 
@@ -263,7 +256,7 @@ impl FlatSgd {
         };
         let delta = buffer.clone().mul_scalar(lr);
         self.buffer = Some(buffer);
-        module.map(&mut Apply { delta, offset: 0 })
+        subtract(module, delta)
     }
 }
 
